@@ -1,0 +1,112 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace Drydock.Nbd.Client;
+
+/// <summary>Opens sockets for NBD URIs (TCP or Unix domain) and derives TLS settings from them.</summary>
+public static class NbdSocketConnector
+{
+    /// <summary>A stream factory that connects to where <paramref name="uri"/> points.</summary>
+    /// <param name="uri">The NBD URI.</param>
+    /// <returns>The factory.</returns>
+    public static NbdStreamFactory Create(NbdUri uri) => uri.Transport switch
+    {
+        NbdTransport.Unix => ct => ConnectUnixAsync(uri.SocketPath!, ct),
+        _ => ct => ConnectTcpAsync(uri.Host!, uri.Port, ct),
+    };
+
+    /// <summary>Connects to a Unix domain socket.</summary>
+    /// <param name="path">Socket path (a leading NUL names the abstract namespace).</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The connected stream.</returns>
+    public static async ValueTask<Stream> ConnectUnixAsync(string path, CancellationToken cancellationToken = default)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new NbdConnectionException($"cannot connect to NBD socket {path.Replace("\0", "@", StringComparison.Ordinal)}: {e.Message}", e);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Connects over TCP (Nagle off: requests are small and latency-bound).</summary>
+    /// <param name="host">Host name or address.</param>
+    /// <param name="port">Port.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <returns>The connected stream.</returns>
+    public static async ValueTask<Stream> ConnectTcpAsync(string host, int port, CancellationToken cancellationToken = default)
+    {
+        var addresses = IPAddress.TryParse(host, out var literal)
+            ? [literal]
+            : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        SocketException? last = null;
+        foreach (var address in addresses)
+        {
+            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                await socket.ConnectAsync(new IPEndPoint(address, port), cancellationToken);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch (SocketException e)
+            {
+                socket.Dispose();
+                last = e;
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+
+        throw new NbdConnectionException($"cannot connect to NBD server {host}:{port}: {last?.Message ?? "no address"}", last);
+    }
+
+    /// <summary>TLS settings a URI asks for, or null when it does not require TLS.</summary>
+    /// <param name="uri">The NBD URI.</param>
+    /// <returns>The settings.</returns>
+    /// <exception cref="NbdTlsException">The URI asks for a kind of TLS this client cannot do (PSK, anonymous).</exception>
+    public static NbdTlsOptions? TlsFromUri(NbdUri uri)
+    {
+        if (!uri.TlsRequired)
+        {
+            return null;
+        }
+
+        if (uri.TlsType is NbdTlsType.Psk || uri.TlsPskFile is not null)
+        {
+            throw new NbdTlsException("TLS with pre-shared keys (tls-psk-file) is not supported by Drydock; use x509 certificates (tls-certificates)");
+        }
+
+        if (uri.TlsType is NbdTlsType.Anonymous)
+        {
+            throw new NbdTlsException("anonymous TLS (tls-type=anon) is not supported: it authenticates nobody; use x509 certificates");
+        }
+
+        return new NbdTlsOptions
+        {
+            Required = true,
+            CertificatesDirectory = uri.TlsCertificates,
+            VerifyPeer = uri.TlsVerifyPeer,
+            HostName = uri.TlsHostname,
+        };
+    }
+
+    /// <summary>The name to verify in the server certificate: tls-hostname, else the TCP host; none for Unix sockets.</summary>
+    /// <param name="uri">The NBD URI.</param>
+    /// <param name="tls">The TLS settings in use.</param>
+    /// <returns>The host name, or null.</returns>
+    public static string? HostNameFor(NbdUri uri, NbdTlsOptions? tls)
+        => tls?.HostName ?? (uri.Transport == NbdTransport.Tcp ? uri.Host : null);
+}
