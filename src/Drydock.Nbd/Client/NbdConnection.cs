@@ -30,6 +30,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Task _reader;
     private readonly Task _watchdog;
+    private readonly IDisposable? _ownedCertificate;
     private int _receiveStart;
     private int _receiveEnd;
     private ulong _nextCookie = 1;
@@ -41,6 +42,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         _stream = negotiation.Stream;
         Export = negotiation.Export;
         _contextsById = negotiation.ContextsById;
+        _ownedCertificate = negotiation.OwnedCertificate;
         _structured = negotiation.Export.StructuredReplies;
         _options = options;
         Index = index;
@@ -70,6 +72,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         }
     }
 
+    private bool IsDead => Volatile.Read(ref _failure) is not null;
+
     /// <summary>The error that killed the connection, if it is dead.</summary>
     public Exception? Failure => Volatile.Read(ref _failure);
 
@@ -80,7 +84,6 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     /// <param name="length">Length.</param>
     /// <param name="payload">WRITE payload (its length equals <paramref name="length"/>).</param>
     /// <param name="destination">READ destination (its length equals <paramref name="length"/>).</param>
-    /// <param name="requestOne">For BLOCK_STATUS: REQ_ONE was set.</param>
     /// <param name="cancellationToken">Cancels waiting; a request already sent is still answered and its data discarded.</param>
     /// <returns>For BLOCK_STATUS, the extents by context; otherwise null.</returns>
     public async Task<IReadOnlyDictionary<string, List<NbdExtent>>?> SendAsync(
@@ -174,7 +177,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         }
 
         // Let requests in flight finish (they were sent; their callers are waiting for them).
-        while (InFlight > 0 && Failure is null)
+        while (InFlight > 0 && !IsDead)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(5), _time, cancellationToken);
         }
@@ -216,6 +219,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         await _reader.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         await _watchdog.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _shutdown.Dispose();
+        _ownedCertificate?.Dispose();
         _sendLock.Dispose();
         _slots.Dispose();
     }

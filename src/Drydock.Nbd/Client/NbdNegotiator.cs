@@ -7,7 +7,7 @@ using Drydock.Nbd.Protocol;
 namespace Drydock.Nbd.Client;
 
 /// <summary>The outcome of negotiating one connection.</summary>
-internal sealed record NbdNegotiation(Stream Stream, NbdExportInfo Export, IReadOnlyDictionary<uint, string> ContextsById);
+internal sealed record NbdNegotiation(Stream Stream, NbdExportInfo Export, IReadOnlyDictionary<uint, string> ContextsById, IDisposable? OwnedCertificate);
 
 /// <summary>
 /// Drives the fixed-newstyle handshake of one connection over a stream, option by option, using
@@ -26,6 +26,7 @@ internal sealed class NbdNegotiator
     private NbdHandshakeFlags _handshakeFlags;
     private bool _tlsActive;
     private bool _structured;
+    private X509Certificate2? _ownedCertificate;
 
     public NbdNegotiator(Stream stream, string exportName, NbdClientOptions options, NbdTlsOptions? tls, string? defaultHostName)
     {
@@ -39,6 +40,32 @@ internal sealed class NbdNegotiator
     /// <summary>Negotiates up to the transmission phase.</summary>
     public async Task<NbdNegotiation> NegotiateAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            return await NegotiateCoreAsync(cancellationToken);
+        }
+        catch
+        {
+            _ownedCertificate?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Asks about the export without entering transmission, then aborts politely.</summary>
+    public async Task<NbdExportDescription> DescribeAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await DescribeCoreAsync(cancellationToken);
+        }
+        finally
+        {
+            _ownedCertificate?.Dispose();
+        }
+    }
+
+    private async Task<NbdNegotiation> NegotiateCoreAsync(CancellationToken cancellationToken)
+    {
         await StartAsync(cancellationToken);
         var contexts = new Dictionary<uint, string>();
         if (_structured && _options.MetaContexts.Count > 0)
@@ -48,11 +75,10 @@ internal sealed class NbdNegotiator
 
         var export = await GoAsync(cancellationToken);
         export = export with { MetaContexts = [.. contexts.Values] };
-        return new NbdNegotiation(_stream, export, contexts);
+        return new NbdNegotiation(_stream, export, contexts, _ownedCertificate);
     }
 
-    /// <summary>Asks about the export without entering transmission, then aborts politely.</summary>
-    public async Task<NbdExportDescription> DescribeAsync(CancellationToken cancellationToken)
+    private async Task<NbdExportDescription> DescribeCoreAsync(CancellationToken cancellationToken)
     {
         await StartAsync(cancellationToken);
         var exports = await ListExportsAsync(cancellationToken);
@@ -94,7 +120,7 @@ internal sealed class NbdNegotiator
 
         if (_options.StructuredReplies)
         {
-            await SendOptionAsync(NbdOption.StructuredReply, [], cancellationToken);
+            await SendOptionAsync(NbdOption.StructuredReply, ReadOnlyMemory<byte>.Empty, cancellationToken);
             var (header, payload) = await ReadReplyAsync(NbdOption.StructuredReply, cancellationToken);
             if (header.ReplyType == NbdOptionReplyType.Ack)
             {
@@ -110,7 +136,7 @@ internal sealed class NbdNegotiator
 
     private async Task StartTlsAsync(CancellationToken cancellationToken)
     {
-        await SendOptionAsync(NbdOption.StartTls, [], cancellationToken);
+        await SendOptionAsync(NbdOption.StartTls, ReadOnlyMemory<byte>.Empty, cancellationToken);
         var (header, payload) = await ReadReplyAsync(NbdOption.StartTls, cancellationToken);
         if (header.ReplyType != NbdOptionReplyType.Ack)
         {
@@ -124,10 +150,15 @@ internal sealed class NbdNegotiator
         var tls = _tls!;
         var hostName = tls.HostName ?? _defaultHostName;
         var trusted = new X509Certificate2Collection();
-        X509Certificate2? clientCertificate = tls.ClientCertificate;
+        var clientCertificate = tls.ClientCertificate;
         if (tls.CertificatesDirectory is { } directory)
         {
-            LoadCertificates(directory, trusted, ref clientCertificate);
+            // The certificate loaded here lives as long as the connection's TLS session.
+            if (clientCertificate is null)
+            {
+                _ownedCertificate = LoadCertificates(directory, trusted);
+                clientCertificate = _ownedCertificate;
+            }
         }
 
         if (tls.TrustedRoots is { } roots)
@@ -139,7 +170,7 @@ internal sealed class NbdNegotiator
         var authentication = new SslClientAuthenticationOptions
         {
             TargetHost = hostName ?? "localhost",
-            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            EnabledSslProtocols = SslProtocols.None, // the platform's current protocols (TLS 1.2 and 1.3 here)
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             RemoteCertificateValidationCallback = (_, _, _, errors) =>
             {
@@ -192,7 +223,7 @@ internal sealed class NbdNegotiator
         _tlsActive = true;
     }
 
-    private static void LoadCertificates(string directory, X509Certificate2Collection trusted, ref X509Certificate2? clientCertificate)
+    private static X509Certificate2? LoadCertificates(string directory, X509Certificate2Collection trusted)
     {
         var ca = Path.Combine(directory, "ca-cert.pem");
         if (!File.Exists(ca))
@@ -203,10 +234,7 @@ internal sealed class NbdNegotiator
         trusted.ImportFromPemFile(ca);
         var certificate = Path.Combine(directory, "client-cert.pem");
         var key = Path.Combine(directory, "client-key.pem");
-        if (clientCertificate is null && File.Exists(certificate) && File.Exists(key))
-        {
-            clientCertificate = X509Certificate2.CreateFromPemFile(certificate, key);
-        }
+        return File.Exists(certificate) && File.Exists(key) ? X509Certificate2.CreateFromPemFile(certificate, key) : null;
     }
 
     private async Task<Dictionary<uint, string>> SetMetaContextsAsync(IList<string> wanted, CancellationToken cancellationToken)
@@ -273,7 +301,7 @@ internal sealed class NbdNegotiator
 
     private async Task<IReadOnlyList<string>> ListExportsAsync(CancellationToken cancellationToken)
     {
-        await SendOptionAsync(NbdOption.List, [], cancellationToken);
+        await SendOptionAsync(NbdOption.List, ReadOnlyMemory<byte>.Empty, cancellationToken);
         var names = new List<string>();
         for (var replies = 0; ; replies++)
         {
@@ -297,18 +325,15 @@ internal sealed class NbdNegotiator
     }
 
     private async Task<NbdExportInfo> GoAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await InfoAsync(NbdOption.Go, cancellationToken);
-        }
-        catch (GoUnsupportedException)
-        {
-            return await ExportNameAsync(cancellationToken);
-        }
-    }
+        => await InfoOrNullAsync(NbdOption.Go, cancellationToken)
+           ?? await ExportNameAsync(cancellationToken); // an old server without NBD_OPT_GO
 
     private async Task<NbdExportInfo> InfoAsync(NbdOption option, CancellationToken cancellationToken)
+        => await InfoOrNullAsync(option, cancellationToken)
+           ?? throw new NbdOptionException(option, NbdOptionReplyType.ErrUnsupported, string.Empty, $"the server does not support {NbdNames.Option(option)}");
+
+    // Null means the server answered NBD_REP_ERR_UNSUP to NBD_OPT_GO.
+    private async Task<NbdExportInfo?> InfoOrNullAsync(NbdOption option, CancellationToken cancellationToken)
     {
         NbdInfoType[] requests = option == NbdOption.Go
             ? [NbdInfoType.BlockSize]
@@ -363,7 +388,7 @@ internal sealed class NbdNegotiator
 
                     return BuildExport(size.Value, flags, sizes ?? NbdBlockSizes.Default, description);
                 case NbdOptionReplyType.ErrUnsupported when option == NbdOption.Go:
-                    throw new GoUnsupportedException();
+                    return null;
                 default:
                     throw Refused(header, payload, $"export '{_exportName}'");
             }
@@ -382,7 +407,7 @@ internal sealed class NbdNegotiator
 
     private async Task AbortAsync(CancellationToken cancellationToken)
     {
-        await SendOptionAsync(NbdOption.Abort, [], cancellationToken);
+        await SendOptionAsync(NbdOption.Abort, ReadOnlyMemory<byte>.Empty, cancellationToken);
         try
         {
             // The server should acknowledge; older servers just close. Either is fine.
@@ -512,10 +537,5 @@ internal sealed class NbdNegotiator
             NbdOptionReplyType.ErrUnknown => new NbdOptionException(header.Option, header.ReplyType, message, $"export '{_exportName}' does not exist on the server{suffix}"),
             _ => new NbdOptionException(header.Option, header.ReplyType, message, $"server refused {what} with {NbdNames.OptionReply(header.ReplyType)}{suffix}"),
         };
-    }
-
-    /// <summary>Signals that the server does not know NBD_OPT_GO, so the legacy path is taken.</summary>
-    private sealed class GoUnsupportedException : Exception
-    {
     }
 }

@@ -21,21 +21,21 @@ public static class NbdSocketConnector
     /// <returns>The connected stream.</returns>
     public static async ValueTask<Stream> ConnectUnixAsync(string path, CancellationToken cancellationToken = default)
     {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        Socket? socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken);
-            return new NetworkStream(socket, ownsSocket: true);
+            var stream = new NetworkStream(socket, ownsSocket: true);
+            socket = null;
+            return stream;
         }
         catch (SocketException e)
         {
-            socket.Dispose();
             throw new NbdConnectionException($"cannot connect to NBD socket {path.Replace("\0", "@", StringComparison.Ordinal)}: {e.Message}", e);
         }
-        catch
+        finally
         {
-            socket.Dispose();
-            throw;
+            socket?.Dispose();
         }
     }
 
@@ -52,21 +52,22 @@ public static class NbdSocketConnector
         SocketException? last = null;
         foreach (var address in addresses)
         {
-            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            Socket? socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             try
             {
+                socket.NoDelay = true;
                 await socket.ConnectAsync(new IPEndPoint(address, port), cancellationToken);
-                return new NetworkStream(socket, ownsSocket: true);
+                var stream = new NetworkStream(socket, ownsSocket: true);
+                socket = null;
+                return stream;
             }
             catch (SocketException e)
             {
-                socket.Dispose();
                 last = e;
             }
-            catch
+            finally
             {
-                socket.Dispose();
-                throw;
+                socket?.Dispose();
             }
         }
 
