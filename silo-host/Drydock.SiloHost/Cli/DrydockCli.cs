@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Reflection;
+using Drydock.SiloHost.Cli.Nbd;
 
 namespace Drydock.SiloHost.Cli;
 
@@ -20,6 +21,7 @@ public static class DrydockCli
             return 0;
         });
         root.Subcommands.Add(version);
+        root.Subcommands.Add(NbdCommands.Build());
         return root;
     }
 

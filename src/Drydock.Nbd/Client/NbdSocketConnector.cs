@@ -31,7 +31,8 @@ public static class NbdSocketConnector
         }
         catch (SocketException e)
         {
-            throw new NbdConnectionException($"cannot connect to NBD socket {path.Replace("\0", "@", StringComparison.Ordinal)}: {e.Message}", e);
+            var reason = !path.StartsWith('\0') && !File.Exists(path) ? "no such socket" : e.Message;
+            throw new NbdConnectionException($"cannot connect to NBD socket {path.Replace("\0", "@", StringComparison.Ordinal)}: {reason}", e);
         }
         finally
         {
