@@ -321,6 +321,40 @@ public sealed class NbdClient : IAsyncDisposable
 
     private static async Task<NbdConnection> ConnectOneAsync(NbdStreamFactory connect, string exportName, NbdClientOptions options, NbdTlsOptions? tls, string? hostName, int index, CancellationToken cancellationToken)
     {
+        var negotiation = await NegotiateAsync(
+            connect,
+            exportName,
+            options,
+            stream => new NbdNegotiator(stream, exportName, options, tls, hostName).Negotiate(),
+            "connecting to",
+            cancellationToken);
+        return new NbdConnection(negotiation, options, index);
+    }
+
+    private static Task<NbdExportDescription> DescribeAsync(NbdStreamFactory connect, string exportName, NbdClientOptions options, NbdTlsOptions? tls, string? hostName, CancellationToken cancellationToken)
+    {
+        options.Validate();
+        return NegotiateAsync(
+            connect,
+            exportName,
+            options,
+            stream =>
+            {
+                using (stream)
+                {
+                    return new NbdNegotiator(stream, exportName, options, tls, hostName).Describe();
+                }
+            },
+            "querying",
+            cancellationToken);
+    }
+
+    /// <summary>
+    /// Opens a stream and runs a blocking negotiation on a worker thread. Cancellation and the connect
+    /// timeout abort it by disposing the stream; the stream is disposed on every failure path.
+    /// </summary>
+    private static async Task<T> NegotiateAsync<T>(NbdStreamFactory connect, string exportName, NbdClientOptions options, Func<Stream, T> negotiate, string what, CancellationToken cancellationToken)
+    {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         if (options.ConnectTimeout != Timeout.InfiniteTimeSpan)
         {
@@ -331,67 +365,39 @@ public sealed class NbdClient : IAsyncDisposable
         try
         {
             stream = await connect(timeout.Token);
-            var negotiation = await new NbdNegotiator(stream, exportName, options, tls, hostName).NegotiateAsync(timeout.Token);
-            return new NbdConnection(negotiation, options, index);
-        }
-        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            if (stream is not null)
+            T result;
+            var owned = stream;
+            await using (timeout.Token.UnsafeRegister(static s => ((Stream)s!).Dispose(), owned))
             {
-                await stream.DisposeAsync();
+                result = await Task.Run(() => negotiate(owned), CancellationToken.None);
             }
 
-            throw new NbdTimeoutException($"connecting to export '{exportName}' and negotiating took longer than {options.ConnectTimeout.TotalSeconds:0.###} s");
+            timeout.Token.ThrowIfCancellationRequested();
+            return result;
+        }
+        catch (Exception e) when (timeout.IsCancellationRequested && e is OperationCanceledException or ObjectDisposedException or IOException or NbdException)
+        {
+            await DisposeQuietlyAsync(stream);
+            cancellationToken.ThrowIfCancellationRequested();
+            throw new NbdTimeoutException($"{what} export '{exportName}' took longer than {options.ConnectTimeout.TotalSeconds:0.###} s");
         }
         catch (Exception e) when (e is SocketException or IOException)
         {
-            if (stream is not null)
-            {
-                await stream.DisposeAsync();
-            }
-
+            await DisposeQuietlyAsync(stream);
             throw new NbdConnectionException($"cannot connect to the NBD server: {e.Message}", e);
         }
         catch
         {
-            if (stream is not null)
-            {
-                await stream.DisposeAsync();
-            }
-
+            await DisposeQuietlyAsync(stream);
             throw;
         }
     }
 
-    private static async Task<NbdExportDescription> DescribeAsync(NbdStreamFactory connect, string exportName, NbdClientOptions options, NbdTlsOptions? tls, string? hostName, CancellationToken cancellationToken)
+    private static async ValueTask DisposeQuietlyAsync(Stream? stream)
     {
-        options.Validate();
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        if (options.ConnectTimeout != Timeout.InfiniteTimeSpan)
+        if (stream is not null)
         {
-            timeout.CancelAfter(options.ConnectTimeout);
-        }
-
-        Stream? stream = null;
-        try
-        {
-            stream = await connect(timeout.Token);
-            return await new NbdNegotiator(stream, exportName, options, tls, hostName).DescribeAsync(timeout.Token);
-        }
-        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            throw new NbdTimeoutException($"querying export '{exportName}' took longer than {options.ConnectTimeout.TotalSeconds:0.###} s");
-        }
-        catch (Exception e) when (e is SocketException or IOException)
-        {
-            throw new NbdConnectionException($"cannot connect to the NBD server: {e.Message}", e);
-        }
-        finally
-        {
-            if (stream is not null)
-            {
-                await stream.DisposeAsync();
-            }
+            await stream.DisposeAsync();
         }
     }
 

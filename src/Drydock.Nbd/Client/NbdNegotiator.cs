@@ -12,7 +12,9 @@ internal sealed record NbdNegotiation(Stream Stream, NbdExportInfo Export, IRead
 /// <summary>
 /// Drives the fixed-newstyle handshake of one connection over a stream, option by option, using
 /// <see cref="NbdHandshakeCodec"/>. Reads never run ahead of the current reply, so the stream can be
-/// wrapped in TLS after STARTTLS without losing bytes.
+/// wrapped in TLS after STARTTLS without losing bytes. IO is blocking on purpose: a socket that never
+/// sees an asynchronous operation stays in blocking mode, which the connection's reader thread relies
+/// on (see <see cref="NbdConnection"/>). Callers run it on a worker thread and abort it by disposing the stream.
 /// </summary>
 internal sealed class NbdNegotiator
 {
@@ -38,11 +40,11 @@ internal sealed class NbdNegotiator
     }
 
     /// <summary>Negotiates up to the transmission phase.</summary>
-    public async Task<NbdNegotiation> NegotiateAsync(CancellationToken cancellationToken)
+    public NbdNegotiation Negotiate()
     {
         try
         {
-            return await NegotiateCoreAsync(cancellationToken);
+            return NegotiateCore();
         }
         catch
         {
@@ -52,11 +54,11 @@ internal sealed class NbdNegotiator
     }
 
     /// <summary>Asks about the export without entering transmission, then aborts politely.</summary>
-    public async Task<NbdExportDescription> DescribeAsync(CancellationToken cancellationToken)
+    public NbdExportDescription Describe()
     {
         try
         {
-            return await DescribeCoreAsync(cancellationToken);
+            return DescribeCore();
         }
         finally
         {
@@ -64,27 +66,27 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task<NbdNegotiation> NegotiateCoreAsync(CancellationToken cancellationToken)
+    private NbdNegotiation NegotiateCore()
     {
-        await StartAsync(cancellationToken);
+        Start();
         var contexts = new Dictionary<uint, string>();
         if (_structured && _options.MetaContexts.Count > 0)
         {
-            contexts = await SetMetaContextsAsync(_options.MetaContexts, cancellationToken);
+            contexts = SetMetaContexts(_options.MetaContexts);
         }
 
-        var export = await GoAsync(cancellationToken);
+        var export = Go();
         export = export with { MetaContexts = [.. contexts.Values] };
         return new NbdNegotiation(_stream, export, contexts, _ownedCertificate);
     }
 
-    private async Task<NbdExportDescription> DescribeCoreAsync(CancellationToken cancellationToken)
+    private NbdExportDescription DescribeCore()
     {
-        await StartAsync(cancellationToken);
-        var exports = await ListExportsAsync(cancellationToken);
-        IReadOnlyList<string> available = _structured ? await ListMetaContextsAsync(cancellationToken) : [];
-        var export = await InfoAsync(NbdOption.Info, cancellationToken);
-        await AbortAsync(cancellationToken);
+        Start();
+        var exports = ListExports();
+        IReadOnlyList<string> available = _structured ? ListMetaContexts() : [];
+        var export = Info(NbdOption.Info);
+        Abort();
         return new NbdExportDescription
         {
             Export = export,
@@ -94,10 +96,10 @@ internal sealed class NbdNegotiator
         };
     }
 
-    private async Task StartAsync(CancellationToken cancellationToken)
+    private void Start()
     {
         var greeting = new byte[NbdSizes.ServerGreeting];
-        await ReadExactlyAsync(greeting, "the server greeting", cancellationToken);
+        ReadExactly(greeting, "the server greeting");
         if (!NbdHandshakeCodec.TryReadServerGreeting(greeting, out _handshakeFlags))
         {
             throw new NbdProtocolException("short server greeting");
@@ -111,17 +113,17 @@ internal sealed class NbdNegotiator
 
         var flagBytes = new byte[NbdSizes.ClientFlags];
         NbdHandshakeCodec.WriteClientFlags(flagBytes, clientFlags);
-        await _stream.WriteAsync(flagBytes, cancellationToken);
+        _stream.Write(flagBytes);
 
         if (_tls is { Required: true })
         {
-            await StartTlsAsync(cancellationToken);
+            StartTls();
         }
 
         if (_options.StructuredReplies)
         {
-            await SendOptionAsync(NbdOption.StructuredReply, ReadOnlyMemory<byte>.Empty, cancellationToken);
-            var (header, payload) = await ReadReplyAsync(NbdOption.StructuredReply, cancellationToken);
+            SendOption(NbdOption.StructuredReply, ReadOnlySpan<byte>.Empty);
+            var (header, payload) = ReadReply(NbdOption.StructuredReply);
             if (header.ReplyType == NbdOptionReplyType.Ack)
             {
                 ExpectEmpty(header, payload);
@@ -134,10 +136,10 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task StartTlsAsync(CancellationToken cancellationToken)
+    private void StartTls()
     {
-        await SendOptionAsync(NbdOption.StartTls, ReadOnlyMemory<byte>.Empty, cancellationToken);
-        var (header, payload) = await ReadReplyAsync(NbdOption.StartTls, cancellationToken);
+        SendOption(NbdOption.StartTls, ReadOnlySpan<byte>.Empty);
+        var (header, payload) = ReadReply(NbdOption.StartTls);
         if (header.ReplyType != NbdOptionReplyType.Ack)
         {
             var message = NbdStrings.DecodeMessage(payload);
@@ -206,16 +208,16 @@ internal sealed class NbdNegotiator
 
         try
         {
-            await ssl.AuthenticateAsClientAsync(authentication, cancellationToken);
+            ssl.AuthenticateAsClient(authentication);
         }
         catch (AuthenticationException e)
         {
-            await ssl.DisposeAsync();
+            ssl.Dispose();
             throw new NbdTlsException($"TLS handshake with the NBD server failed: {e.Message}", e);
         }
         catch (IOException e)
         {
-            await ssl.DisposeAsync();
+            ssl.Dispose();
             throw new NbdTlsException($"TLS handshake with the NBD server failed: {e.Message}", e);
         }
 
@@ -237,16 +239,16 @@ internal sealed class NbdNegotiator
         return File.Exists(certificate) && File.Exists(key) ? X509Certificate2.CreateFromPemFile(certificate, key) : null;
     }
 
-    private async Task<Dictionary<uint, string>> SetMetaContextsAsync(IList<string> wanted, CancellationToken cancellationToken)
+    private Dictionary<uint, string> SetMetaContexts(IList<string> wanted)
     {
         var queries = wanted.Distinct(StringComparer.Ordinal).ToList();
-        await SendOptionAsync(NbdOption.SetMetaContext, NbdHandshakeCodec.BuildMetaContextRequest(_exportName, queries), cancellationToken);
+        SendOption(NbdOption.SetMetaContext, NbdHandshakeCodec.BuildMetaContextRequest(_exportName, queries));
         var byId = new Dictionary<uint, string>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (var replies = 0; ; replies++)
         {
             CheckReplyCount(replies, NbdOption.SetMetaContext);
-            var (header, payload) = await ReadReplyAsync(NbdOption.SetMetaContext, cancellationToken);
+            var (header, payload) = ReadReply(NbdOption.SetMetaContext);
             switch (header.ReplyType)
             {
                 case NbdOptionReplyType.MetaContext:
@@ -273,14 +275,14 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task<IReadOnlyList<string>> ListMetaContextsAsync(CancellationToken cancellationToken)
+    private IReadOnlyList<string> ListMetaContexts()
     {
-        await SendOptionAsync(NbdOption.ListMetaContext, NbdHandshakeCodec.BuildMetaContextRequest(_exportName, []), cancellationToken);
+        SendOption(NbdOption.ListMetaContext, NbdHandshakeCodec.BuildMetaContextRequest(_exportName, []));
         var names = new List<string>();
         for (var replies = 0; ; replies++)
         {
             CheckReplyCount(replies, NbdOption.ListMetaContext);
-            var (header, payload) = await ReadReplyAsync(NbdOption.ListMetaContext, cancellationToken);
+            var (header, payload) = ReadReply(NbdOption.ListMetaContext);
             switch (header.ReplyType)
             {
                 case NbdOptionReplyType.MetaContext:
@@ -299,14 +301,14 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task<IReadOnlyList<string>> ListExportsAsync(CancellationToken cancellationToken)
+    private IReadOnlyList<string> ListExports()
     {
-        await SendOptionAsync(NbdOption.List, ReadOnlyMemory<byte>.Empty, cancellationToken);
+        SendOption(NbdOption.List, ReadOnlySpan<byte>.Empty);
         var names = new List<string>();
         for (var replies = 0; ; replies++)
         {
             CheckReplyCount(replies, NbdOption.List);
-            var (header, payload) = await ReadReplyAsync(NbdOption.List, cancellationToken);
+            var (header, payload) = ReadReply(NbdOption.List);
             switch (header.ReplyType)
             {
                 case NbdOptionReplyType.Server:
@@ -324,21 +326,21 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task<NbdExportInfo> GoAsync(CancellationToken cancellationToken)
-        => await InfoOrNullAsync(NbdOption.Go, cancellationToken)
-           ?? await ExportNameAsync(cancellationToken); // an old server without NBD_OPT_GO
+    private NbdExportInfo Go()
+        => InfoOrNull(NbdOption.Go)
+           ?? ExportName(); // an old server without NBD_OPT_GO
 
-    private async Task<NbdExportInfo> InfoAsync(NbdOption option, CancellationToken cancellationToken)
-        => await InfoOrNullAsync(option, cancellationToken)
+    private NbdExportInfo Info(NbdOption option)
+        => InfoOrNull(option)
            ?? throw new NbdOptionException(option, NbdOptionReplyType.ErrUnsupported, string.Empty, $"the server does not support {NbdNames.Option(option)}");
 
     // Null means the server answered NBD_REP_ERR_UNSUP to NBD_OPT_GO.
-    private async Task<NbdExportInfo?> InfoOrNullAsync(NbdOption option, CancellationToken cancellationToken)
+    private NbdExportInfo? InfoOrNull(NbdOption option)
     {
         NbdInfoType[] requests = option == NbdOption.Go
             ? [NbdInfoType.BlockSize]
             : [NbdInfoType.BlockSize, NbdInfoType.Description];
-        await SendOptionAsync(option, NbdHandshakeCodec.BuildExportInfoRequest(_exportName, requests), cancellationToken);
+        SendOption(option, NbdHandshakeCodec.BuildExportInfoRequest(_exportName, requests));
         ulong? size = null;
         var flags = NbdTransmissionFlags.None;
         NbdBlockSizes? sizes = null;
@@ -346,7 +348,7 @@ internal sealed class NbdNegotiator
         for (var replies = 0; ; replies++)
         {
             CheckReplyCount(replies, option);
-            var (header, payload) = await ReadReplyAsync(option, cancellationToken);
+            var (header, payload) = ReadReply(option);
             switch (header.ReplyType)
             {
                 case NbdOptionReplyType.Info:
@@ -395,23 +397,23 @@ internal sealed class NbdNegotiator
         }
     }
 
-    private async Task<NbdExportInfo> ExportNameAsync(CancellationToken cancellationToken)
+    private NbdExportInfo ExportName()
     {
-        await SendOptionAsync(NbdOption.ExportName, NbdStrings.Encode(_exportName, "export name"), cancellationToken);
+        SendOption(NbdOption.ExportName, NbdStrings.Encode(_exportName, "export name"));
         var noZeroes = (_handshakeFlags & NbdHandshakeFlags.NoZeroes) != 0;
         var reply = new byte[10 + (noZeroes ? 0 : NbdSizes.ExportNamePadding)];
-        await ReadExactlyAsync(reply, $"the NBD_OPT_EXPORT_NAME reply for export '{_exportName}' (the server closes the connection when the export does not exist)", cancellationToken);
+        ReadExactly(reply, $"the NBD_OPT_EXPORT_NAME reply for export '{_exportName}' (the server closes the connection when the export does not exist)");
         NbdHandshakeCodec.TryReadExportNameReply(reply, noZeroes, out var size, out var flags);
         return BuildExport(size, flags, NbdBlockSizes.Default, null);
     }
 
-    private async Task AbortAsync(CancellationToken cancellationToken)
+    private void Abort()
     {
-        await SendOptionAsync(NbdOption.Abort, ReadOnlyMemory<byte>.Empty, cancellationToken);
+        SendOption(NbdOption.Abort, ReadOnlySpan<byte>.Empty);
         try
         {
             // The server should acknowledge; older servers just close. Either is fine.
-            await ReadReplyAsync(NbdOption.Abort, cancellationToken);
+            ReadReply(NbdOption.Abort);
         }
         catch (NbdException)
         {
@@ -458,17 +460,17 @@ internal sealed class NbdNegotiator
         };
     }
 
-    private async Task SendOptionAsync(NbdOption option, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    private void SendOption(NbdOption option, ReadOnlySpan<byte> payload)
     {
         _send.ResetWrittenCount();
-        NbdHandshakeCodec.WriteOption(_send, option, payload.Span);
-        await _stream.WriteAsync(_send.WrittenMemory, cancellationToken);
-        await _stream.FlushAsync(cancellationToken);
+        NbdHandshakeCodec.WriteOption(_send, option, payload);
+        _stream.Write(_send.WrittenSpan);
+        _stream.Flush();
     }
 
-    private async Task<(NbdOptionReplyHeader Header, byte[] Payload)> ReadReplyAsync(NbdOption option, CancellationToken cancellationToken)
+    private (NbdOptionReplyHeader Header, byte[] Payload) ReadReply(NbdOption option)
     {
-        await ReadExactlyAsync(_header, $"the reply to {NbdNames.Option(option)}", cancellationToken);
+        ReadExactly(_header, $"the reply to {NbdNames.Option(option)}");
         NbdHandshakeCodec.TryReadOptionReplyHeader(_header, out var header);
         if (header.Option != option)
         {
@@ -486,15 +488,15 @@ internal sealed class NbdNegotiator
         }
 
         var payload = header.Length == 0 ? [] : new byte[header.Length];
-        await ReadExactlyAsync(payload, $"the reply to {NbdNames.Option(option)}", cancellationToken);
+        ReadExactly(payload, $"the reply to {NbdNames.Option(option)}");
         return (header, payload);
     }
 
-    private async Task ReadExactlyAsync(Memory<byte> buffer, string what, CancellationToken cancellationToken)
+    private void ReadExactly(Span<byte> buffer, string what)
     {
         try
         {
-            await _stream.ReadExactlyAsync(buffer, cancellationToken);
+            _stream.ReadExactly(buffer);
         }
         catch (EndOfStreamException e)
         {

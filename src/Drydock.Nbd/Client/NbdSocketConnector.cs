@@ -3,7 +3,12 @@ using System.Net.Sockets;
 
 namespace Drydock.Nbd.Client;
 
-/// <summary>Opens sockets for NBD URIs (TCP or Unix domain) and derives TLS settings from them.</summary>
+/// <summary>
+/// Opens sockets for NBD URIs (TCP or Unix domain) and derives TLS settings from them. Sockets are
+/// connected with the blocking call (on a worker thread, aborted by disposing the socket) so they stay in
+/// blocking mode: .NET switches a socket to non-blocking for good at its first asynchronous operation,
+/// after which blocking reads are emulated through epoll and events at several times the CPU cost.
+/// </summary>
 public static class NbdSocketConnector
 {
     /// <summary>A stream factory that connects to where <paramref name="uri"/> points.</summary>
@@ -21,22 +26,14 @@ public static class NbdSocketConnector
     /// <returns>The connected stream.</returns>
     public static async ValueTask<Stream> ConnectUnixAsync(string path, CancellationToken cancellationToken = default)
     {
-        Socket? socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken);
-            var stream = new NetworkStream(socket, ownsSocket: true);
-            socket = null;
-            return stream;
+            return await ConnectSocketAsync(AddressFamily.Unix, ProtocolType.Unspecified, new UnixDomainSocketEndPoint(path), cancellationToken);
         }
         catch (SocketException e)
         {
             var reason = !path.StartsWith('\0') && !File.Exists(path) ? "no such socket" : e.Message;
             throw new NbdConnectionException($"cannot connect to NBD socket {path.Replace("\0", "@", StringComparison.Ordinal)}: {reason}", e);
-        }
-        finally
-        {
-            socket?.Dispose();
         }
     }
 
@@ -53,26 +50,54 @@ public static class NbdSocketConnector
         SocketException? last = null;
         foreach (var address in addresses)
         {
-            Socket? socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             try
             {
-                socket.NoDelay = true;
-                await socket.ConnectAsync(new IPEndPoint(address, port), cancellationToken);
-                var stream = new NetworkStream(socket, ownsSocket: true);
-                socket = null;
-                return stream;
+                return await ConnectSocketAsync(address.AddressFamily, ProtocolType.Tcp, new IPEndPoint(address, port), cancellationToken);
             }
             catch (SocketException e)
             {
                 last = e;
             }
-            finally
-            {
-                socket?.Dispose();
-            }
         }
 
         throw new NbdConnectionException($"cannot connect to NBD server {host}:{port}: {last?.Message ?? "no address"}", last);
+    }
+
+    private static async Task<Stream> ConnectSocketAsync(AddressFamily family, ProtocolType protocol, EndPoint endpoint, CancellationToken cancellationToken)
+    {
+        Socket? socket = new Socket(family, SocketType.Stream, protocol);
+        try
+        {
+            if (protocol == ProtocolType.Tcp)
+            {
+                socket.NoDelay = true; // requests are small and latency-bound
+            }
+
+            await ConnectBlockingAsync(socket, endpoint, cancellationToken);
+            var stream = new NetworkStream(socket, ownsSocket: true);
+            socket = null;
+            return stream;
+        }
+        finally
+        {
+            socket?.Dispose();
+        }
+    }
+
+    private static async Task ConnectBlockingAsync(Socket socket, EndPoint endpoint, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        await using (cancellationToken.UnsafeRegister(static s => ((Socket)s!).Dispose(), socket))
+        {
+            try
+            {
+                await Task.Run(() => socket.Connect(endpoint), CancellationToken.None);
+            }
+            catch (ObjectDisposedException) when (cancellationToken.IsCancellationRequested)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+        }
     }
 
     /// <summary>TLS settings a URI asks for, or null when it does not require TLS.</summary>

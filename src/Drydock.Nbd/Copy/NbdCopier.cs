@@ -51,8 +51,8 @@ public sealed class NbdCopier
     private long _bytesRead;
     private long _bytesWritten;
     private long _bytesSkipped;
-    private Exception? _firstPieceError;
-    private CancellationTokenSource? _stop;
+    private Exception? _firstError;
+    private CancellationTokenSource? _stop; // one copy at a time per copier
 
     /// <summary>Creates a copier.</summary>
     /// <param name="client">A connected client; negotiate <c>base:allocation</c> for sparse copies.</param>
@@ -76,21 +76,43 @@ public sealed class NbdCopier
         var size = _client.Export.Size;
         await destination.PrepareAsync(size, cancellationToken);
         var useMap = _client.HasContext(NbdContexts.BaseAllocation);
-        var requestSize = (uint)Math.Min((uint)_options.RequestSize, _client.Export.MaxPayload);
         var alignment = _client.Export.BlockSizes.Minimum;
+        var requestSize = (uint)Math.Min((uint)_options.RequestSize, _client.Export.MaxPayload);
         requestSize = Math.Max(requestSize / alignment * alignment, alignment);
 
-        // One copy at a time per copier: pieces cancel each other through this source on the first error.
+        // The planner walks the allocation map window by window and queues ranges; each worker owns one
+        // buffer and loops read → write → next range, so a completed read turns into the next request
+        // without passing through a dispatcher.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _stop = stop;
-        var buffers = Channel.CreateBounded<byte[]>(_options.RequestsInFlight);
-        for (var i = 0; i < _options.RequestsInFlight; i++)
+        var ranges = Channel.CreateBounded<(ulong Offset, int Length)>(new BoundedChannelOptions(_options.RequestsInFlight * 4)
         {
-            buffers.Writer.TryWrite(ArrayPool<byte>.Shared.Rent((int)requestSize));
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        var workers = new Task[_options.RequestsInFlight];
+        for (var i = 0; i < workers.Length; i++)
+        {
+            workers[i] = WorkAsync(destination, ranges.Reader, (int)requestSize);
         }
 
-        var inFlight = new List<Task>(_options.RequestsInFlight * 2);
-        Exception? failure = null;
+        var planner = PlanAsync(ranges.Writer, size, useMap, requestSize);
+        try
+        {
+            await Task.WhenAll(workers.Append(planner));
+        }
+        catch when (_firstError is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(_firstError);
+        }
+
+        await destination.CompleteAsync(cancellationToken);
+        return new NbdCopyResult(size, (ulong)_bytesRead, (ulong)_bytesWritten, (ulong)_bytesSkipped, useMap);
+    }
+
+    private async Task PlanAsync(ChannelWriter<(ulong Offset, int Length)> ranges, ulong size, bool useMap, uint requestSize)
+    {
+        var stop = _stop!;
         try
         {
             for (ulong window = 0; window < size; window += _options.MapWindow)
@@ -109,79 +131,62 @@ public sealed class NbdCopier
 
                     for (var at = extent.Offset; at < extent.End; at += requestSize)
                     {
-                        var length = (int)Math.Min(requestSize, extent.End - at);
-                        var buffer = await buffers.Reader.ReadAsync(stop.Token);
-                        inFlight.Add(CopyPieceAsync(destination, at, buffer, length, buffers.Writer));
-                        if (inFlight.Count >= _options.RequestsInFlight * 2)
-                        {
-                            inFlight.RemoveAll(t => t.IsCompletedSuccessfully);
-                        }
+                        await ranges.WriteAsync((at, (int)Math.Min(requestSize, extent.End - at)), stop.Token);
+                    }
+                }
+            }
+
+            ranges.Complete();
+        }
+        catch (Exception e)
+        {
+            await FailAsync(e, stop);
+            ranges.TryComplete(e);
+            throw;
+        }
+    }
+
+    private async Task WorkAsync(INbdCopyDestination destination, ChannelReader<(ulong Offset, int Length)> ranges, int bufferSize)
+    {
+        var stop = _stop!;
+        var buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+        try
+        {
+            while (await ranges.WaitToReadAsync(stop.Token))
+            {
+                while (ranges.TryRead(out var range))
+                {
+                    var data = buffer.AsMemory(0, range.Length);
+                    await _client.ReadAsync(range.Offset, data, stop.Token);
+                    Interlocked.Add(ref _bytesRead, range.Length);
+                    if (destination.WantsData && data.Span.ContainsAnyExcept((byte)0))
+                    {
+                        await destination.WriteAsync(range.Offset, data, stop.Token);
+                        Interlocked.Add(ref _bytesWritten, range.Length);
                     }
                 }
             }
         }
         catch (Exception e)
         {
-            failure = e;
-            await stop.CancelAsync();
-        }
-
-        try
-        {
-            await Task.WhenAll(inFlight);
-        }
-        catch (Exception e) when (failure is null)
-        {
-            failure = e;
-        }
-        catch (Exception)
-        {
-            // The first failure is the one reported; later ones are its consequences.
-        }
-
-        while (buffers.Reader.TryRead(out var buffer))
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-
-        if (failure is not null)
-        {
-            if (failure is OperationCanceledException && _firstPieceError is { } pieceError)
-            {
-                failure = pieceError;
-            }
-
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
-        }
-
-        await destination.CompleteAsync(cancellationToken);
-        return new NbdCopyResult(size, (ulong)_bytesRead, (ulong)_bytesWritten, (ulong)_bytesSkipped, useMap);
-    }
-
-    private async Task CopyPieceAsync(INbdCopyDestination destination, ulong offset, byte[] buffer, int length, ChannelWriter<byte[]> pool)
-    {
-        var stop = _stop!;
-        try
-        {
-            var data = buffer.AsMemory(0, length);
-            await _client.ReadAsync(offset, data, stop.Token);
-            Interlocked.Add(ref _bytesRead, length);
-            if (destination.WantsData && data.Span.ContainsAnyExcept((byte)0))
-            {
-                await destination.WriteAsync(offset, data, stop.Token);
-                Interlocked.Add(ref _bytesWritten, length);
-            }
-        }
-        catch (Exception e) when (e is not OperationCanceledException || !stop.IsCancellationRequested)
-        {
-            Interlocked.CompareExchange(ref _firstPieceError, e, null);
-            await stop.CancelAsync();
+            await FailAsync(e, stop);
             throw;
         }
         finally
         {
-            pool.TryWrite(buffer);
+            ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    // The first error is the one reported; the cancellations it causes in other workers are its consequences.
+    private async Task FailAsync(Exception error, CancellationTokenSource stop)
+    {
+        if (error is not OperationCanceledException || !stop.IsCancellationRequested)
+        {
+            Interlocked.CompareExchange(ref _firstError, error, null);
+        }
+
+        await stop.CancelAsync();
     }
 }
 
