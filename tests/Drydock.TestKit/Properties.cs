@@ -1,0 +1,4 @@
+using System.Runtime.Versioning;
+
+// The kit starts Linux services (qemu, nbdkit) and signals Unix process groups: Linux only.
+[assembly: SupportedOSPlatform("linux")]
