@@ -1,7 +1,6 @@
 using System.Text;
 using FsCheck;
 using FsCheck.Fluent;
-using Xunit;
 
 namespace Drydock.Nbd.Tests;
 
