@@ -219,13 +219,13 @@ internal sealed partial class NbdConnection : IAsyncDisposable
             _sendLock.Release();
         }
 
-        Fail(new NbdConnectionException("the connection was closed by the client"));
+        Fail(new NbdConnectionException("the connection was closed by the client"), expected: true);
         await _readerDone.Task;
     }
 
     public async ValueTask DisposeAsync()
     {
-        Fail(new NbdConnectionException("the connection was closed by the client"));
+        Fail(new NbdConnectionException("the connection was closed by the client"), expected: true);
         await _readerDone.Task;
         await _watchdog.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _shutdown.Dispose();
@@ -289,7 +289,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     }
 
     /// <summary>Marks the connection dead and closes the stream, which stops the reader loop.</summary>
-    private void Fail(Exception error)
+    private void Fail(Exception error, bool expected = false)
     {
         lock (_lock)
         {
@@ -301,9 +301,10 @@ internal sealed partial class NbdConnection : IAsyncDisposable
             _failure = error;
         }
 
-        if (error is not NbdConnectionException { InnerException: null })
+        if (!expected)
         {
             LogConnectionFailed(_logger, Index, error.Message);
+            NbdInstruments.ConnectionFailed(error);
         }
 
         try
@@ -535,6 +536,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         }
 
         ReleaseCharge(request);
+        NbdInstruments.RequestCompleted(request.Command, request.Length, _time.GetElapsedTime(request.StartedAt), request.Error?.Error ?? NbdErrorCode.None);
         if (request.Error is { } error)
         {
             request.Fail(new NbdRequestException(request.Command, request.Offset, request.Length, error.Error, error.Message, error.Offset));
@@ -597,7 +599,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
 
                     if (pending == 0)
                     {
-                        Fail(new NbdConnectionException(_disconnectSent ? "the connection was closed by the client" : "the server closed the connection"));
+                        Fail(new NbdConnectionException(_disconnectSent ? "the connection was closed by the client" : "the server closed the connection"), expected: true);
                         return false;
                     }
 
