@@ -72,6 +72,8 @@ public sealed class QemuNbdServerFixtureTests : IDisposable
         var map = await NbdTools.MapAsync(server.Uri, cancellationToken: Ct);
 
         Assert.Equal([(0L, 4 * MiB, 0u), (4 * MiB, 12 * MiB, 3u)], map.Select(e => (e.Offset, e.Length, e.Type)));
+        Assert.Equal(map, NbdTools.ParseMapText(await NbdTools.MapTextAsync(server.Uri, cancellationToken: Ct)));
+        Assert.Equal(["data", "hole,zero"], map.Select(e => e.Description));
     }
 
     [Fact]
