@@ -144,7 +144,14 @@ public sealed class ProcessFixtureTests
     private static bool IsRunning(int pid)
     {
         // A zombie (state Z) is dead; it only waits for init to reap it.
-        var stat = $"/proc/{pid}/stat";
-        return File.Exists(stat) && File.ReadAllText(stat).Split(' ')[2] != "Z";
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[0] != "Z";
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 }

@@ -140,12 +140,11 @@ public sealed class QemuNbdServerFixtureTests : IDisposable
     {
         var image = await QemuImage.CreateQcow2Async(_directory.File("d.qcow2"), 4 * MiB, Ct);
         var server = await QemuNbdServer.StartAsync(new QemuNbdOptions { ImagePath = image }, Ct);
-        var pid = server.Process.Id;
 
         await server.DisposeAsync();
 
         Assert.True(server.Process.HasExited);
-        Assert.False(Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal));
+        Assert.False(server.Process.GroupExists());
         Assert.False(Directory.Exists(server.DirectoryPath));
         var refused = await NbdTools.RunNbdInfoAsync(["--size", server.Uri], Ct);
         Assert.False(refused.Succeeded);
