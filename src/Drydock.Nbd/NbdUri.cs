@@ -103,7 +103,10 @@ public sealed class NbdUri : IEquatable<NbdUri>
     /// </summary>
     public string? Host { get; }
 
-    /// <summary>The TCP port, 1 to 65535; <see cref="DefaultPort"/> (10809) when the URI names none.</summary>
+    /// <summary>
+    /// The TCP port, 1 to 65535; <see cref="DefaultPort"/> (10809) when the URI names none, and for Unix-domain
+    /// URIs, where it is unused.
+    /// </summary>
     public int Port { get; }
 
     /// <summary>

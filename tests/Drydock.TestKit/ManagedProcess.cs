@@ -24,6 +24,7 @@ public sealed class ManagedProcess : IAsyncDisposable
     private readonly StringBuilder _stderr = new();
     private readonly Lock _outputLock = new();
     private int _stopped;
+    private int? _exitCode;
 
     static ManagedProcess()
     {
@@ -53,10 +54,21 @@ public sealed class ManagedProcess : IAsyncDisposable
     public int Id { get; private set; }
 
     /// <summary>Whether the process has exited.</summary>
-    public bool HasExited => _process.HasExited;
+    public bool HasExited => ExitCode is not null;
 
-    /// <summary>The exit code, once it has exited.</summary>
-    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+    /// <summary>The exit code, once it has exited (still available after dispose).</summary>
+    public int? ExitCode
+    {
+        get
+        {
+            if (_exitCode is null && Volatile.Read(ref _stopped) != 2 && _process.HasExited)
+            {
+                _exitCode = _process.ExitCode;
+            }
+
+            return _exitCode;
+        }
+    }
 
     /// <summary>Standard output captured so far (the first MiB).</summary>
     public string StandardOutput
@@ -144,13 +156,14 @@ public sealed class ManagedProcess : IAsyncDisposable
             // Whatever is left of the group (the leader, or children it forked) goes now.
             SignalGroup(NativeMethods.SigKill);
             await _process.WaitForExitAsync(cancellationToken);
+            _exitCode = _process.ExitCode;
             var deadline = Stopwatch.StartNew();
             while (GroupExists() && deadline.Elapsed < TimeSpan.FromSeconds(5))
             {
                 await Task.Delay(20, cancellationToken);
             }
 
-            TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"stopped pid {Id} ({Name}), exit code {_process.ExitCode}"));
+            TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"stopped pid {Id} ({Name}), exit code {_exitCode}"));
         }
         finally
         {
@@ -167,6 +180,7 @@ public sealed class ManagedProcess : IAsyncDisposable
         }
         finally
         {
+            Volatile.Write(ref _stopped, 2);
             _process.Dispose();
         }
     }

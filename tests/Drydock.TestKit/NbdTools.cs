@@ -172,6 +172,31 @@ public static class NbdTools
     }
 
     /// <summary>
+    /// Parses the human form of <c>nbdinfo --map</c> (lines of <c>OFFSET LENGTH TYPE DESCRIPTION</c>), e.g. to
+    /// check that another tool prints the same map.
+    /// </summary>
+    /// <exception cref="FormatException">A line is not in that form.</exception>
+    public static IReadOnlyList<NbdMapExtent> ParseMapText(string text)
+    {
+        var extents = new List<NbdMapExtent>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var fields = line.Split(' ', 4, StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length < 3
+                || !long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var offset)
+                || !long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out var length)
+                || !uint.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out var type))
+            {
+                throw new FormatException($"Not an nbdinfo --map line: '{line}'.");
+            }
+
+            extents.Add(new NbdMapExtent(offset, length, type, fields.Length > 3 ? fields[3].Trim() : string.Empty));
+        }
+
+        return extents;
+    }
+
+    /// <summary>
     /// Runs <c>nbdinfo</c> with any arguments and returns the result without throwing on failure (for
     /// tests that expect a refusal).
     /// </summary>

@@ -66,13 +66,29 @@ public sealed record NbdkitOptions
 
     /// <summary>
     /// The sparse-random plugin: <paramref name="size"/> bytes where about <paramref name="percent"/>% is
-    /// random data in runs and the rest reads as zero holes (reported by extents). Writable; deterministic per seed.
+    /// data in runs and the rest reads as zero holes (reported by extents). Writable; deterministic per seed.
     /// </summary>
-    public static NbdkitOptions SparseRandom(long size, double percent = 10, long seed = 1) => new()
+    /// <param name="size">Disk size in bytes.</param>
+    /// <param name="percent">Approximate share of data, 0 to 100.</param>
+    /// <param name="seed">Random seed.</param>
+    /// <param name="runLength">Average data run in bytes; null: nbdkit's default, 16 MiB, which leaves a small
+    /// disk with few or no runs (use e.g. 256 KiB for disks of tens of MiB).</param>
+    /// <param name="randomContent">Every byte random (<c>random-content=true</c>) rather than one repeated byte per block.</param>
+    public static NbdkitOptions SparseRandom(long size, double percent = 10, long seed = 1, long? runLength = null, bool randomContent = false)
     {
-        Plugin = "sparse-random",
-        Parameters = ["size=" + Invariant(size), "percent=" + percent.ToString(CultureInfo.InvariantCulture), "seed=" + Invariant(seed)],
-    };
+        var parameters = new List<string> { "size=" + Invariant(size), "percent=" + percent.ToString(CultureInfo.InvariantCulture), "seed=" + Invariant(seed) };
+        if (runLength is { } run)
+        {
+            parameters.Add("runlength=" + Invariant(run));
+        }
+
+        if (randomContent)
+        {
+            parameters.Add("random-content=true");
+        }
+
+        return new() { Plugin = "sparse-random", Parameters = parameters };
+    }
 
     /// <summary>
     /// The pattern plugin: read-only, <paramref name="size"/> bytes where each 8-byte big-endian word holds its
@@ -143,7 +159,10 @@ public sealed record NbdkitOptions
     /// <summary>The noextents filter: the server says it cannot report extents (everything reads as data).</summary>
     public NbdkitOptions WithNoExtents() => WithFilter("noextents");
 
-    /// <summary>The blocksize filter: advertised/enforced minimum block, maximum data per request, maximum length.</summary>
+    /// <summary>
+    /// The blocksize filter: splits and aligns requests so the plugin sees minimum block, maximum data per
+    /// request and maximum length. It does not advertise them (nbdkit 1.32): see <see cref="WithBlocksizePolicy"/>.
+    /// </summary>
     public NbdkitOptions WithBlocksize(int? minimumBlock = null, int? maximumData = null, long? maximumLength = null)
     {
         var parameters = new List<string>();
@@ -163,6 +182,36 @@ public sealed record NbdkitOptions
         }
 
         return WithFilter("blocksize", [.. parameters]);
+    }
+
+    /// <summary>
+    /// The blocksize-policy filter: advertises block size constraints to the client (NBD_INFO_BLOCK_SIZE) and,
+    /// with <paramref name="errorPolicy"/> "error", fails requests that break them.
+    /// </summary>
+    public NbdkitOptions WithBlocksizePolicy(int? minimum = null, int? preferred = null, int? maximum = null, string? errorPolicy = null)
+    {
+        var parameters = new List<string>();
+        if (minimum is { } min)
+        {
+            parameters.Add("blocksize-minimum=" + Invariant(min));
+        }
+
+        if (preferred is { } pref)
+        {
+            parameters.Add("blocksize-preferred=" + Invariant(pref));
+        }
+
+        if (maximum is { } max)
+        {
+            parameters.Add("blocksize-maximum=" + Invariant(max));
+        }
+
+        if (errorPolicy is not null)
+        {
+            parameters.Add("blocksize-error-policy=" + errorPolicy);
+        }
+
+        return WithFilter("blocksize-policy", [.. parameters]);
     }
 
     /// <summary>The multi-conn filter with <c>multi-conn-mode=MODE</c> (auto, emulate, disable, plugin, unsafe).</summary>

@@ -106,12 +106,12 @@ public sealed class QemuStorageDaemon : IAsyncDisposable
         }, cancellationToken);
     }
 
-    /// <summary>Closes a node added by <see cref="AddImageNodeAsync"/> (and its file node), writing persistent bitmaps back.</summary>
-    public async Task RemoveImageNodeAsync(string nodeName, CancellationToken cancellationToken = default)
-    {
+    /// <summary>
+    /// Closes a node added by <see cref="AddImageNodeAsync"/>, writing persistent bitmaps back. Its file node,
+    /// created with it, goes with it.
+    /// </summary>
+    public async Task RemoveImageNodeAsync(string nodeName, CancellationToken cancellationToken = default) =>
         await Qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = nodeName }, cancellationToken);
-        await Qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = nodeName + "-file" }, cancellationToken);
-    }
 
     /// <summary><c>block-dirty-bitmap-add</c>.</summary>
     public async Task AddBitmapAsync(string nodeName, string bitmapName, bool persistent = true, long? granularity = null, bool disabled = false, CancellationToken cancellationToken = default)

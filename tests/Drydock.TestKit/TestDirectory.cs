@@ -35,6 +35,11 @@ public sealed class TestDirectory : IDisposable
     /// <returns>The directory.</returns>
     public static TestDirectory Create(string prefix = "test", bool? keep = null)
     {
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("The test kit runs Linux services (qemu, nbdkit).");
+        }
+
         var root = System.IO.Path.GetTempPath();
         var name = string.Create(CultureInfo.InvariantCulture, $"drydock-{prefix}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}");
         var path = System.IO.Path.Combine(root, name);

@@ -36,7 +36,7 @@ public sealed class TestPki : IDisposable
     private readonly List<X509Certificate2> _certificates = [];
     private long _serial;
 
-    /// <summary>Creates a PKI in a new temporary directory, valid from an hour ago for a week.</summary>
+    /// <summary>Creates a PKI in a new temporary directory; certificates are valid from an hour ago for a week.</summary>
     public TestPki()
         : this(TestDirectory.Create("pki"), TimeProvider.System)
     {
@@ -55,8 +55,9 @@ public sealed class TestPki : IDisposable
         var notBefore = now.AddHours(-1);
         var notAfter = now.AddDays(7);
 
-        CaCertificate = CreateCa("Drydock Test CA", notBefore, notAfter);
-        var otherCa = CreateCa("Drydock Unknown CA", notBefore, notAfter);
+        // The CAs predate the expired certificate they sign.
+        CaCertificate = CreateCa("Drydock Test CA", now.AddDays(-60), notAfter);
+        var otherCa = CreateCa("Drydock Unknown CA", now.AddDays(-60), notAfter);
         OtherCaCertificate = otherCa;
 
         ServerCertificate = CreateLeaf("localhost", CaCertificate, notBefore, notAfter, server: true, ["localhost"], [IPAddress.Loopback, IPAddress.IPv6Loopback]);
@@ -201,7 +202,10 @@ public sealed class TestPki : IDisposable
             var keyPath = Path.Combine(directory, role + "-key.pem");
             using var key = certificate.GetECDsaPrivateKey() ?? throw new InvalidOperationException("The certificate lost its private key.");
             File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem(), Encoding.ASCII);
-            File.SetUnixFileMode(keyPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(keyPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
         }
 
         return directory;
