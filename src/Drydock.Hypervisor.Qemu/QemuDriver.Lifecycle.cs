@@ -231,23 +231,22 @@ public sealed partial class QemuDriver
                 throw new HypervisorNotSupportedException("destroying an instance whose pid it does not know (set PidFile)", DriverName, domainId);
             }
 
+            // Like libvirt's destroy: SIGTERM (the daemon closes its images cleanly, storing the bitmaps), and SIGKILL
+            // after the grace period.
             domain.DestroyRequested = true;
-            if (NativeMethods.Kill(pid.Value, NativeMethods.SigKill) != 0)
+            if (NativeMethods.Kill(pid.Value, NativeMethods.SigTerm) != 0)
             {
                 domain.DestroyRequested = false;
-                throw new HypervisorException($"Could not kill process {pid} of domain '{domainId}' (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}).", domainId);
+                throw new HypervisorException($"Could not signal process {pid} of domain '{domainId}' (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}).", domainId);
             }
 
-            // Wait until it is gone, then remove the pid file QEMU had no chance to remove.
-            var deadline = _time.GetUtcNow() + _options.LaunchTimeout;
-            while (NativeMethods.Kill(pid.Value, 0) == 0 && !IsZombie(pid.Value))
+            if (!await WaitForExitAsync(pid.Value, _options.DestroyGracePeriod, cancellationToken))
             {
-                if (_time.GetUtcNow() > deadline)
+                NativeMethods.Kill(pid.Value, NativeMethods.SigKill);
+                if (!await WaitForExitAsync(pid.Value, _options.LaunchTimeout, cancellationToken))
                 {
                     throw new HypervisorException($"Process {pid} of domain '{domainId}' did not end after SIGKILL.", domainId);
                 }
-
-                await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
             }
 
             if (qmp is not null)
@@ -260,13 +259,29 @@ public sealed partial class QemuDriver
                 Publish(domain, DomainEventKind.Stopped, "destroyed");
             }
 
-            File.Delete(PidFileOf(domain));
+            File.Delete(PidFileOf(domain)); // in case it had to be killed
             Log.Lifecycle(_logger, domainId, "destroyed");
         }
         finally
         {
             domain.Lock.Release();
         }
+    }
+
+    private async Task<bool> WaitForExitAsync(int pid, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = _time.GetUtcNow() + timeout;
+        while (NativeMethods.Kill(pid, 0) == 0 && !IsZombie(pid))
+        {
+            if (_time.GetUtcNow() > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
+        }
+
+        return true;
     }
 
     private static bool IsZombie(int pid)

@@ -24,6 +24,12 @@ public sealed class QemuDriverOptions
     /// </summary>
     public TimeSpan CbwTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long <see cref="IHypervisorDriver.DestroyAsync"/> waits after SIGTERM (a clean close stores the bitmaps)
+    /// before SIGKILL. Default 10 s.
+    /// </summary>
+    public TimeSpan DestroyGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How long a launched qemu-storage-daemon may take to become ready. Default 30 s.</summary>
     public TimeSpan LaunchTimeout { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -445,6 +445,8 @@ public abstract class HypervisorContractTests
 
         var vda = h.Targets[0];
         await Assert.ThrowsAsync<DomainStateException>(() => h.Driver.OpenRestoreExportAsync(h.DomainId, null, Ct));
+        var c1 = NewCheckpoint();
+        await h.Driver.CreateCheckpointAsync(h.DomainId, c1, null, Ct);
 
         using var watch = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var events = h.Driver.WatchEventsAsync(watch.Token);
@@ -466,6 +468,13 @@ public abstract class HypervisorContractTests
         await h.Driver.ResumeAsync(h.DomainId, Ct);
         Assert.Equal(DomainState.Running, (await h.Driver.GetDomainAsync(h.DomainId, Ct)).State);
         AssertSameBytes(data, await h.ReadLiveAsync(vda, 2 * MiB, (int)MiB, Ct), "restored range");
+
+        // Checkpoints survive destroy and start; the restore's writes are changes since them.
+        var capture = await h.Driver.BeginCaptureAsync(CaptureRequest.Since(h.DomainId, c1, [vda]), Ct);
+        var disk = capture.Disk(vda);
+        Assert.False(disk.IsFull);
+        Assert.Equal(AlignOut([(2 * MiB, MiB)], (ulong)disk.Granularity!.Value), await DirtyRangesAsync(disk));
+        await h.Driver.ReleaseCaptureAsync(h.DomainId, capture.Id, CaptureOutcome.Abandoned, Ct);
 
         // Lifecycle events arrive in order: stopped, started, resumed.
         var seen = new List<DomainEventKind>();

@@ -9,6 +9,7 @@ internal static partial class NativeMethods
     internal const uint StatxIno = 0x100;
     internal const uint StatxBtime = 0x800;
     internal const int SigKill = 9;
+    internal const int SigTerm = 15;
 
     /// <summary>statx(2). <paramref name="buffer"/> must be 256 bytes.</summary>
     [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
