@@ -576,9 +576,12 @@ public sealed class CodecPropertyTests
 
     private static Gen<BlockStatusCase> BlockStatusCases() =>
         from length in Gen.Frequency((3, Gen.Choose(1, 1 << 20)), (1, Gen.Choose(1, 16)), (1, Gen.Constant(int.MaxValue)))
-        from offset in Gen.Frequency((3, Gen.Choose(0, 1 << 20).Select(b => (ulong)b * 512)), (1, AnyUInt64.Select(o => o >> 2)))
-        from extra in Gen.Frequency((2, Gen.Choose(0, 1 << 22).Select(e => (ulong)e)), (1, Gen.Constant(0UL)), (1, AnyUInt64.Select(e => e >> 3)))
-        let exportSize = offset + (ulong)length + extra // below 2^63, as the negotiator requires
+        from offset in Gen.Frequency(
+            (3, Gen.Choose(0, 1 << 20).Select(b => (ulong)b * 512)),
+            (1, AnyUInt64.Select(o => o >> 2)),
+            (1, Gen.Choose(0, 1 << 20).Select(o => ulong.MaxValue - (ulong)length - (ulong)o))) // the top of the offset space
+        from extra in Gen.Frequency((2, Gen.Choose(0, 1 << 22).Select(e => (ulong)e)), (1, Gen.Constant(0UL)), (1, AnyUInt64))
+        let exportSize = offset + (ulong)length + Math.Min(extra, ulong.MaxValue - offset - (ulong)length)
         from requestOne in Gen.Frequency((3, Gen.Constant(false)), (1, Gen.Constant(true)))
         from count in Gen.Choose(1, 3)
         from ids in Gen.ArrayOf(AnyUInt32, count).Where(a => a.Distinct().Count() == a.Length)

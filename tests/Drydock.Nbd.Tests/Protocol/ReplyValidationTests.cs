@@ -284,6 +284,21 @@ public sealed class BlockStatusValidatorTests
         Assert.Contains("export end", e.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Huge_final_extent_near_the_top_of_the_offset_space_is_rejected_not_wrapped()
+    {
+        // An export as large as the offset space allows: the extent's end must not wrap around to a small value.
+        var validator = new NbdBlockStatusValidator(ulong.MaxValue - 4096, 4096, requestOne: false, ulong.MaxValue, Contexts);
+
+        Assert.Throws<NbdProtocolException>(() => validator.Accept(1, Descriptors((0xffff_ffff, 0)), []));
+    }
+
+    [Fact]
+    public void Request_whose_end_overflows_is_refused_when_the_validator_is_made()
+    {
+        Assert.Throws<OverflowException>(() => new NbdBlockStatusValidator(ulong.MaxValue - 10, 11, requestOne: false, ulong.MaxValue, Contexts));
+    }
+
     private static byte[] Descriptors(params (uint Length, uint Flags)[] descriptors)
     {
         var payload = NbdTransmissionCodec.BuildBlockStatus(0, [.. descriptors.Select(d => new NbdBlockDescriptor(d.Length, d.Flags))]);
