@@ -199,6 +199,11 @@ public sealed class NbdBlockStatusValidator
         }
 
         var count = descriptors.Length / NbdSizes.BlockDescriptor;
+        if (count == 0 || descriptors.Length % NbdSizes.BlockDescriptor != 0)
+        {
+            throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name} carries {descriptors.Length} descriptor bytes, not a positive multiple of 8");
+        }
+
         if (_requestOne && count != 1)
         {
             throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name} has {count} extents although REQ_ONE asked for one");
