@@ -3,7 +3,7 @@ using Drydock.Nbd.Protocol;
 namespace Drydock.Nbd.Server;
 
 /// <summary>
-/// One export of an NBD server: a name, a backend, the limits clients must respect, and its
+/// One export of an <see cref="NbdServer"/>: a name, a backend, the limits clients must respect, and its
 /// dirty bitmaps. Its IO methods are also how code acts as the guest (the simulated hypervisor writes
 /// through them): every write, zeroing and trim is recorded in the enabled bitmaps, whoever makes it.
 /// Every connection to the export shares the backend, so the server advertises NBD_FLAG_CAN_MULTI_CONN.
