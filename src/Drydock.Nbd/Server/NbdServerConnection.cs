@@ -158,15 +158,15 @@ internal sealed partial class NbdServerConnection : IDisposable
         var fixedNewstyle = (clientFlags & NbdClientFlags.FixedNewstyle) != 0;
         _noZeroes = (clientFlags & NbdClientFlags.NoZeroes) != 0;
         var header = new byte[NbdSizes.OptionHeader];
-        for (var count = 0; ; count++)
+        for (var count = 1; ; count++)
         {
-            if (count >= _options.MaxOptions)
+            await _stream.ReadExactlyAsync(header, cancellationToken);
+            NbdHandshakeCodec.TryReadOptionHeader(header, out var option);
+            if (count > _options.MaxOptions)
             {
                 throw new NbdProtocolException($"client sent more than {_options.MaxOptions} options");
             }
 
-            await _stream.ReadExactlyAsync(header, cancellationToken);
-            NbdHandshakeCodec.TryReadOptionHeader(header, out var option);
             if (option.Length > (uint)_options.MaxOptionLength)
             {
                 // Hostile or broken: the payload is neither read nor allocated.
