@@ -22,6 +22,7 @@ public sealed partial class NbdServer : IAsyncDisposable, INbdExportCatalog
     private long _nextId;
     private long _totalConnections;
     private bool _stopped;
+    private bool _disposed;
 
     /// <summary>Creates a server with no exports and no listeners.</summary>
     /// <param name="options">Settings; null for the defaults.</param>
@@ -190,7 +191,7 @@ public sealed partial class NbdServer : IAsyncDisposable, INbdExportCatalog
     /// <summary>Opens a connection inside the process: an in-memory stream pair whose far end the server serves.</summary>
     /// <param name="cancellationToken">Not used: the connection opens at once.</param>
     /// <returns>The client's end. Usable as an <see cref="Client.NbdStreamFactory"/>.</returns>
-    /// <exception cref="InvalidOperationException">The server is stopped or full.</exception>
+    /// <exception cref="NbdConnectionException">The server is stopped or full (as a socket would refuse the connection).</exception>
     public async ValueTask<Stream> ConnectInProcessAsync(CancellationToken cancellationToken = default)
     {
         var (client, server) = InProcessStream.CreatePair();
@@ -198,7 +199,7 @@ public sealed partial class NbdServer : IAsyncDisposable, INbdExportCatalog
         {
             await server.DisposeAsync();
             await client.DisposeAsync();
-            throw new InvalidOperationException("the NBD server is stopped or at its connection limit");
+            throw new NbdConnectionException("the in-process NBD server is stopped or at its connection limit");
         }
 
         return client;
@@ -213,6 +214,11 @@ public sealed partial class NbdServer : IAsyncDisposable, INbdExportCatalog
         Listener[] listeners;
         lock (_lock)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             _stopped = true;
             sessions = [.. _sessions.Values];
             listeners = [.. _listeners];
@@ -245,6 +251,16 @@ public sealed partial class NbdServer : IAsyncDisposable, INbdExportCatalog
     public async ValueTask DisposeAsync()
     {
         await StopAsync();
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+        }
+
         _stopping.Dispose();
     }
 

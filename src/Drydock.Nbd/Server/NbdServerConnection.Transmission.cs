@@ -400,7 +400,7 @@ internal sealed partial class NbdServerConnection
                 var context = contexts[i];
                 var extents = context.Bitmap is { } bitmap
                     ? bitmap.GetExtents(request.Offset, request.Length, maxExtents)
-                    : await export.Backend.GetAllocationAsync(request.Offset, request.Length, maxExtents, cancellationToken);
+                    : await AllocationAsync(export, request, maxExtents, cancellationToken);
                 var descriptors = new NbdBlockDescriptor[extents.Count];
                 for (var j = 0; j < descriptors.Length; j++)
                 {
@@ -420,6 +420,93 @@ internal sealed partial class NbdServerConnection
         }
 
         await SendAsync(reply.WrittenMemory, cancellationToken);
+    }
+
+    /// <summary>
+    /// base:allocation for a BLOCK_STATUS request, in extents whose lengths are multiples of the export's minimum
+    /// block size, as the specification requires, whatever granularity the backend reports in.
+    /// </summary>
+    private static async Task<IReadOnlyList<NbdExtent>> AllocationAsync(NbdExport export, NbdRequestHeader request, int maxExtents, CancellationToken cancellationToken)
+    {
+        var unit = export.BlockSizes.Minimum;
+        if (unit == 1)
+        {
+            return await export.Backend.GetAllocationAsync(request.Offset, request.Length, maxExtents, cancellationToken);
+        }
+
+        var extents = await export.Backend.GetAllocationAsync(request.Offset, request.Length, Math.Max(maxExtents, 64), cancellationToken);
+        var aligned = AlignExtents(extents, unit);
+        if (aligned.Count > maxExtents)
+        {
+            aligned.RemoveRange(maxExtents, aligned.Count - maxExtents);
+        }
+
+        // The backend stopped inside a block: drop the partial block, or claim it as data (0 is always safe).
+        var last = aligned[^1];
+        if (last.End % unit != 0)
+        {
+            if (aligned.Count > 1)
+            {
+                aligned.RemoveAt(aligned.Count - 1);
+            }
+            else
+            {
+                aligned[0] = new NbdExtent(last.Offset, last.End - (last.End % unit) + unit - last.Offset, 0);
+            }
+        }
+
+        return aligned;
+    }
+
+    /// <summary>
+    /// Moves extent boundaries to multiples of <paramref name="unit"/> (the first extent starts on one): a block
+    /// that mixes states gets only the flags all its parts share (a hole is a hole only if all of it is).
+    /// </summary>
+    internal static List<NbdExtent> AlignExtents(IReadOnlyList<NbdExtent> extents, uint unit)
+    {
+        var aligned = new List<NbdExtent>(extents.Count);
+        foreach (var extent in extents)
+        {
+            var at = extent.Offset;
+            if (aligned.Count > 0 && aligned[^1].End % unit != 0)
+            {
+                // Finish the block the previous extent left open.
+                var open = aligned[^1];
+                var blockStart = open.End - (open.End % unit);
+                var blockEnd = Math.Min(blockStart + unit, extent.End);
+                var shared = open.Flags & extent.Flags;
+                if (blockStart > open.Offset)
+                {
+                    aligned[^1] = open with { Length = blockStart - open.Offset };
+                    Append(aligned, blockStart, blockEnd - blockStart, shared);
+                }
+                else
+                {
+                    aligned[^1] = open with { Length = blockEnd - open.Offset, Flags = shared };
+                }
+
+                at = blockEnd;
+            }
+
+            if (at < extent.End)
+            {
+                Append(aligned, at, extent.End - at, extent.Flags);
+            }
+        }
+
+        return aligned;
+    }
+
+    private static void Append(List<NbdExtent> extents, ulong offset, ulong length, uint flags)
+    {
+        if (extents.Count > 0 && extents[^1].Flags == flags && extents[^1].End == offset)
+        {
+            extents[^1] = extents[^1] with { Length = extents[^1].Length + length };
+        }
+        else
+        {
+            extents.Add(new NbdExtent(offset, length, flags));
+        }
     }
 
     private (NbdErrorCode Error, string Message) BackendFailure(in NbdRequestHeader request, Exception e)

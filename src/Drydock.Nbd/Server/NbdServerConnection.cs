@@ -81,7 +81,7 @@ internal sealed partial class NbdServerConnection : IDisposable
             reason = e.Message;
             LogClientViolation(_logger, Id, e.Message);
         }
-        catch (Exception e) when (e is IOException or EndOfStreamException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
         {
             reason = _abort.IsCancellationRequested ? "closed by the server" : $"connection lost: {e.Message}";
         }

@@ -310,7 +310,8 @@ public sealed class NbdServerRoundTripTests
         Assert.False(File.Exists(socket));
         await Assert.ThrowsAnyAsync<NbdException>(() => client.ReadAsync(0, new byte[512], cancellationToken: Ct));
         await Assert.ThrowsAnyAsync<NbdException>(() => inProcess.ReadAsync(0, new byte[512], cancellationToken: Ct));
-        await Assert.ThrowsAnyAsync<NbdException>(() => server.ConnectAsync());
+        await Assert.ThrowsAsync<NbdConnectionException>(() => server.ConnectAsync());
+        await Assert.ThrowsAsync<NbdConnectionException>(() => server.ConnectAsync(TestTransport.InProcess));
         await client.DisposeAsync();
         await inProcess.DisposeAsync();
     }
