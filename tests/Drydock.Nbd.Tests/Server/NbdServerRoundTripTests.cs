@@ -316,6 +316,32 @@ public sealed class NbdServerRoundTripTests
         await inProcess.DisposeAsync();
     }
 
+    [Theory]
+    [MemberData(nameof(Transports))]
+    public async Task Connections_that_end_cleanly_or_abruptly_leave_nothing_behind(TestTransport transport)
+    {
+        await using var server = TestServer.Start();
+        for (var i = 0; i < 3; i++)
+        {
+            await using var client = await server.ConnectAsync(transport);
+            await client.WriteAsync(0, new byte[512], cancellationToken: Ct);
+            await client.DisconnectAsync(Ct);
+        }
+
+        var abrupt = await server.ConnectAsync(transport);
+        _ = abrupt.ReadAsync(0, new byte[512], cancellationToken: Ct);
+        await abrupt.DisposeAsync();
+
+        // Polled (with a hang guard), not timed: the server notices each end on its own thread.
+        for (var polls = 0; server.Server.ActiveConnections > 0; polls++)
+        {
+            Assert.True(polls < 1000, $"{server.Server.ActiveConnections} connection(s) still open");
+            await Task.Delay(10, Ct);
+        }
+
+        Assert.Equal(4, server.Server.TotalConnections);
+    }
+
     internal static byte[] Random(int length, int seed)
     {
         var bytes = new byte[length];
