@@ -538,18 +538,32 @@ internal sealed partial class NbdServerConnection
         await SendAsync(reply.WrittenMemory, cancellationToken);
     }
 
-    private Task SendSimpleAsync(ulong cookie, NbdErrorCode error, CancellationToken cancellationToken)
+    private async Task SendSimpleAsync(ulong cookie, NbdErrorCode error, CancellationToken cancellationToken)
     {
-        var bytes = new byte[NbdSizes.SimpleReplyHeader];
-        NbdTransmissionCodec.WriteSimpleReply(bytes, cookie, error);
-        return SendAsync(bytes, cancellationToken);
+        var bytes = ArrayPool<byte>.Shared.Rent(NbdSizes.SimpleReplyHeader);
+        try
+        {
+            NbdTransmissionCodec.WriteSimpleReply(bytes, cookie, error);
+            await SendAsync(bytes.AsMemory(0, NbdSizes.SimpleReplyHeader), cancellationToken);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bytes);
+        }
     }
 
-    private Task SendNoneAsync(ulong cookie, CancellationToken cancellationToken)
+    private async Task SendNoneAsync(ulong cookie, CancellationToken cancellationToken)
     {
-        var bytes = new byte[NbdSizes.StructuredReplyHeader];
-        NbdTransmissionCodec.WriteStructuredHeader(bytes, NbdReplyFlags.Done, NbdReplyChunkType.None, cookie, 0);
-        return SendAsync(bytes, cancellationToken);
+        var bytes = ArrayPool<byte>.Shared.Rent(NbdSizes.StructuredReplyHeader);
+        try
+        {
+            NbdTransmissionCodec.WriteStructuredHeader(bytes, NbdReplyFlags.Done, NbdReplyChunkType.None, cookie, 0);
+            await SendAsync(bytes.AsMemory(0, NbdSizes.StructuredReplyHeader), cancellationToken);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bytes);
+        }
     }
 
     private static void WriteChunk(PooledBufferWriter writer, NbdReplyFlags flags, NbdReplyChunkType type, ulong cookie, ReadOnlySpan<byte> payload)
