@@ -24,6 +24,9 @@ internal sealed class QemuDomain(QemuDomainOptions options)
 
     public QmpClient? Qmp { get; set; }
 
+    /// <summary>The connection on which the NBD server was last seen running (a new instance needs it again).</summary>
+    public QmpClient? NbdServerCheckedOn { get; set; }
+
     /// <summary>Captures this driver instance started and has not released.</summary>
     public Dictionary<string, QemuCapture> Captures { get; } = new(StringComparer.Ordinal);
 
