@@ -379,7 +379,13 @@ public sealed partial class QemuDriver
     {
         if (!ReferenceEquals(domain.NbdServerCheckedOn, qmp))
         {
-            await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken);
+            // QEMU 7.2 cannot say where a running NBD server listens: at least the configured socket must exist.
+            if (!await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken) && !File.Exists(domain.HostPath(domain.Options.NbdSocketPath)))
+            {
+                throw new HypervisorException(
+                    $"Domain '{domain.Id}' already runs an NBD server, not on {domain.Options.NbdSocketPath}: configure the socket it listens on (QemuDomainOptions.NbdSocketPath, or nbd= in a qemu: address).", domain.Id);
+            }
+
             domain.NbdServerCheckedOn = qmp;
         }
     }
