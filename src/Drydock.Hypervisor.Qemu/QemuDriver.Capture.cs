@@ -397,7 +397,7 @@ public sealed partial class QemuDriver
         if (domain.Captures.GetValueOrDefault(id) is { } made && domain.Qmp is { IsConnected: true } connected
             && await TryReleaseKnownAsync(domain, connected, made, outcome, cancellationToken))
         {
-            domain.Captures.Remove(id);
+            domain.Captures.TryRemove(id, out _);
             Log.CaptureReleased(_logger, domain.Id, id, outcome);
             return true;
         }
@@ -579,7 +579,7 @@ public sealed partial class QemuDriver
             }
         }
 
-        domain.Captures.Remove(id);
+        domain.Captures.TryRemove(id, out _);
         if (failures.Count > 0)
         {
             throw new HypervisorException($"Capture '{id}' of domain '{domain.Id}' was not fully released: {string.Join("; ", failures)}.", domain.Id);

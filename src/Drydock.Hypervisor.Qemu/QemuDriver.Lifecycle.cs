@@ -32,9 +32,9 @@ public sealed partial class QemuDriver
                     }
                 }
 
-                if (domain.Captures.Count > 0)
+                if (domain.Captures.Keys.FirstOrDefault() is { } capture)
                 {
-                    throw new DomainBusyException(domainId, domain.Captures.Keys.First());
+                    throw new DomainBusyException(domainId, capture);
                 }
 
                 await EnsureNbdServerAsync(domain, qmp, cancellationToken);
