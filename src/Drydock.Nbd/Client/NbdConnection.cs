@@ -331,9 +331,15 @@ internal sealed partial class NbdConnection : IAsyncDisposable
                     return;
                 }
 
-                var needed = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(_receive.AsSpan(_receiveStart)) == NbdMagic.SimpleReply
-                    ? NbdSizes.SimpleReplyHeader
-                    : NbdSizes.StructuredReplyHeader;
+                var magic = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(_receive.AsSpan(_receiveStart));
+                var needed = magic switch
+                {
+                    NbdMagic.SimpleReply => NbdSizes.SimpleReplyHeader,
+                    NbdMagic.StructuredReply or NbdMagic.ExtendedReply => NbdSizes.StructuredReplyHeader,
+
+                    // Known bad at four bytes: do not wait for a whole header that may never come.
+                    _ => throw new NbdProtocolException($"reply magic 0x{magic:x8} is wrong"),
+                };
                 Ensure(needed, atMessageBoundary: false);
                 if (!NbdTransmissionCodec.TryReadReplyHeader(_receive.AsSpan(_receiveStart, _receiveEnd - _receiveStart), _structured, out var header, out var headerLength))
                 {
