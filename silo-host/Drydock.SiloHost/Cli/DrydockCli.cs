@@ -22,6 +22,7 @@ public static class DrydockCli
         });
         root.Subcommands.Add(version);
         root.Subcommands.Add(NbdCommands.Build());
+        root.Subcommands.Add(DemoCommand.Build());
         return root;
     }
 
