@@ -5,9 +5,11 @@ using Drydock.Benchmarks;
 // with --write, into docs/BENCHMARKS.md between the scenario's markers.
 //
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
+//
+// drydock is measured as it is shipped: published ReadyToRun (see README), started through its apphost.
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
-    Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/drydock.dll] [--write]");
+    Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
     return 2;
 }
 
@@ -16,19 +18,14 @@ var sizeMiB = Option("--size-mib", 2048);
 var runs = Option("--runs", 3);
 var write = args.Contains("--write");
 var repository = FindRepository();
-var drydock = OptionText("--drydock") ?? Path.Combine(repository, "silo-host", "Drydock.SiloHost", "bin", "Release", "net10.0", "drydock.dll");
-if (!File.Exists(drydock))
-{
-    Console.Error.WriteLine($"drydock not built at {drydock}: run `dotnet build -c Release silo-host/Drydock.SiloHost` first, or pass --drydock");
-    return 1;
-}
-
 using var cancel = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) =>
 {
     e.Cancel = true;
     cancel.Cancel();
 };
+
+var drydock = OptionText("--drydock") ?? await PublishDrydockAsync(repository, cancel.Token);
 
 string section;
 switch (scenario)
@@ -60,6 +57,18 @@ string? OptionText(string name)
 {
     var index = Array.IndexOf(args, name);
     return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
+}
+
+static async Task<string> PublishDrydockAsync(string repository, CancellationToken cancellationToken)
+{
+    var output = Path.Combine(repository, "artifacts", "bench", "drydock");
+    Console.Error.WriteLine($"publishing drydock ReadyToRun to {output}");
+    await Drydock.TestKit.ProcessRunner.RunAsync(
+        "dotnet",
+        ["publish", Path.Combine(repository, "silo-host", "Drydock.SiloHost"), "-c", "Release", "-r", "linux-x64", "--self-contained", "false", "-p:PublishReadyToRun=true", "-o", output],
+        new Drydock.TestKit.ProcessRunOptions { Timeout = TimeSpan.FromMinutes(10) },
+        cancellationToken);
+    return Path.Combine(output, "drydock");
 }
 
 static string FindRepository()

@@ -110,7 +110,14 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     {
         ThrowIfUnusable();
         var bytes = command is NbdCommand.Read or NbdCommand.Write ? (long)length : 0;
-        var request = new NbdPendingRequest(command, flags, offset, length, destination, _budget.Charge(bytes));
+        if (payload.Length > 0 && Environment.CurrentManagedThreadId == _readerThread.ManagedThreadId)
+        {
+            // An inline continuation wants to send a payload from the reader thread. A blocking write there
+            // could wait for a server that waits for us to read its replies: move to the thread pool first.
+            await Task.Yield();
+        }
+
+        var request = new NbdPendingRequest(command, flags, offset, length, destination, _budget.Charge(bytes), _options.InlineCompletions);
         if (command == NbdCommand.Read && _structured)
         {
             request.Coverage = new NbdReadCoverage(offset, length);
