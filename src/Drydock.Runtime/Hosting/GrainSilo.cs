@@ -261,7 +261,11 @@ public sealed partial class GrainSilo : IAsyncDisposable
                             wait = n + TimeSpan.FromMilliseconds(5);
                         }
                     }
-                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                    catch (Exception ex)
                     {
                         Log.StoreError(_logger, "next due", ex);
                     }
