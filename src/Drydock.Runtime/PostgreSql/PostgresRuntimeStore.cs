@@ -46,6 +46,8 @@ public sealed partial class PostgresRuntimeStore : IRuntimeStore
             CommandTimeout = (int)Math.Ceiling(options.CommandTimeout.TotalSeconds),
             Options = $"-c idle_in_transaction_session_timeout={(long)options.IdleInTransactionTimeout.TotalMilliseconds}",
             Enlist = false,
+            // The runtime keeps no session state on pooled connections (the LISTEN connection is its own).
+            NoResetOnClose = true,
         };
         if (builder.MaxAutoPrepare == 0)
         {
