@@ -65,8 +65,7 @@ public sealed class ChaosTests(PostgresServerFixture postgres) : IAsyncLifetime
         victim.KillNine();
         await victim.WaitForExitAsync();
         // Grains the victim held that still have messages: only a takeover (lease expiry, epoch + 1) can move them.
-        var stranded = await ScalarAsync<long>(
-            $"SELECT count(*) FROM drydock.grains g WHERE g.owner = '{victim.SiloId}' AND EXISTS (SELECT 1 FROM drydock.inbox i WHERE i.kind = g.kind AND i.key = g.key)");
+        var stranded = await StrandedGrainsAsync(victim.SiloId);
         Assert.True(stranded >= 1, "the victim held no grain with pending messages when it died");
 
         await WaitForDrainAsync();
@@ -75,28 +74,43 @@ public sealed class ChaosTests(PostgresServerFixture postgres) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task SigStop_PastItsLeases_ItsEffectResultsAreFenced_AndNoEffectCompletesTwice()
+    public async Task SigStop_PastItsLeases_ItsCommitsAndEffectResultsAreFenced_AndNoEffectCompletesTwice()
     {
-        const int Grains = 12;
+        const int EffectGrains = 12;
+        const int Grains = 300;
+        const int PerGrain = 20;
+        // Effect requests first, so effects run while the sequences are being turned. Effect grains get keys after
+        // the sequence grains.
+        await _client.SendManyAsync([.. Enumerable.Range(Grains, EffectGrains).Select(g => new OutgoingMessage(Grain(g), new ChaosStartEffect("h1", "e")))], Ct);
+        await EnqueueSequencesAsync(Grains, PerGrain);
         // A zombie does not stop when declared dead, to show the store rejects it by itself.
-        var paused = await StartSiloAsync("paused", "--zombie", "true", "--effect-ms", "4000", "--effect-lease-ms", "1500", "--lease-ms", "1500");
-        await _client.SendManyAsync([.. Enumerable.Range(0, Grains).Select(g => new OutgoingMessage(Grain(g), new ChaosStartEffect("h1", "e")))], Ct);
-        await EnqueueSequencesAsync(50, 20);
+        var paused = await StartSiloAsync("paused", "--zombie", "true", "--effect-ms", "4000", "--effect-lease-ms", "1500", "--lease-ms", "1500", "--max-grains", "8");
         await paused.WaitForLineAsync(l => l.StartsWith("effect-start ", StringComparison.Ordinal), "an effect start");
+        var started = TimeProvider.System.GetTimestamp();
+        while (await StrandedGrainsAsync(paused.SiloId) < 2)
+        {
+            Assert.True(TimeProvider.System.GetElapsedTime(started) < Wait.Deadline, "the paused silo never held grains with pending messages");
+        }
+
         paused.Pause();
-        var startedByPaused = await Wait.UntilAsync(() => Task.FromResult(paused.Count("effect-start")), _ => true, "a count");
+        await Task.Delay(300, Ct);
+        var stranded = await StrandedGrainsAsync(paused.SiloId);
+        var startedByPaused = paused.Count("effect-start");
+        Assert.True(stranded >= 1, "the paused silo held no grain with pending messages");
 
         var replacement = await StartSiloAsync("replacement", "--effect-ms", "100");
         await Wait.UntilAsync(() => SiloStatusAsync("paused"), s => s == SiloStatus.Dead, "the paused silo to be declared dead");
-        await Wait.UntilAsync(CompletedEffectsAsync, n => n == Grains, "every effect to complete on the replacement");
-
-        paused.Resume();
-        // Every effect the paused silo had started finishes now, late: each result must be rejected.
-        await Wait.UntilAsync(() => Task.FromResult(paused.Count("fenced effect")), n => n >= startedByPaused, "the stale results to be fenced");
+        await Wait.UntilAsync(CompletedEffectsAsync, n => n == EffectGrains, "every effect to complete on the replacement");
         await WaitForDrainAsync();
 
+        paused.Resume();
+        // Every effect the paused silo had started finishes now, late, and every grain it held is someone else's:
+        // each result and each commit it tries must be rejected by the store.
+        await Wait.UntilAsync(() => Task.FromResult(paused.Count("fenced effect")), n => n >= startedByPaused, "the stale effect results to be fenced");
+        await Wait.UntilAsync(() => Task.FromResult(paused.Count("fenced turn")), n => n >= 1, "a stale turn to be fenced");
         Assert.Equal(0, paused.Count("effect-end") - paused.Count("fenced effect"));
-        for (var g = 0; g < Grains; g++)
+
+        for (var g = Grains; g < Grains + EffectGrains; g++)
         {
             var state = await StateAsync(Grain(g));
             Assert.Equal([$"{g:D5}:e"], state.Completed);
@@ -105,7 +119,7 @@ public sealed class ChaosTests(PostgresServerFixture postgres) : IAsyncLifetime
             Assert.Equal(replacement.SiloId, work.Owner);
         }
 
-        await AssertEveryGrainSawEverySequenceOnceInOrderAsync(50, 20, firstGrain: 0);
+        await AssertEveryGrainSawEverySequenceOnceInOrderAsync(Grains, PerGrain);
     }
 
     [Fact]
@@ -262,6 +276,10 @@ public sealed class ChaosTests(PostgresServerFixture postgres) : IAsyncLifetime
 
     private async Task<SiloStatus> SiloStatusAsync(string prefix)
         => (await RetryAsync(() => _store.ListSilosAsync(Ct))).Single(s => s.SiloId.StartsWith(prefix + "-", StringComparison.Ordinal)).Status;
+
+    private Task<long> StrandedGrainsAsync(string siloId)
+        => ScalarAsync<long>(
+            $"SELECT count(*) FROM drydock.grains g WHERE g.owner = '{siloId}' AND EXISTS (SELECT 1 FROM drydock.inbox i WHERE i.kind = g.kind AND i.key = g.key)");
 
     // Zero unless the silo has a transaction in flight; then the number of grains it holds.
     private Task<long> OpenTransactionsWithLeasesAsync(string siloId)

@@ -117,12 +117,18 @@ public sealed partial class GrainSilo : IAsyncDisposable
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        if (Interlocked.CompareExchange(ref _state, 2, 1) != 1)
+        switch (Interlocked.CompareExchange(ref _state, 2, 1))
         {
-            return;
+            case 0:
+                return;
+            case 1:
+                await ShutdownAsync(leave: true, cancellationToken);
+                return;
+            default:
+                // Stopping already (asked before, or declared dead): wait for it to finish.
+                await _stoppedSource.Task.WaitAsync(cancellationToken);
+                return;
         }
-
-        await ShutdownAsync(leave: true, cancellationToken);
     }
 
     /// <inheritdoc/>
@@ -451,14 +457,19 @@ public sealed partial class GrainSilo : IAsyncDisposable
                 outcome = await ExecuteWithLeaseAsync(executor, item, cancellationToken);
             }
 
-            var accepted = outcome switch
-            {
-                EffectOutcome.Completed completed => await _store.FinishWorkAsync(item, WorkStatus.Completed, null, Completion(item, completed.Result), cancellationToken),
-                EffectOutcome.Failed { Retryable: true } failed when item.Attempt < item.MaxAttempts
-                    => await _store.RetryWorkAsync(item, _options.EffectRetryBackoff * item.Attempt, failed.Error, cancellationToken),
-                EffectOutcome.Failed failed => await _store.FinishWorkAsync(item, WorkStatus.Failed, failed.Error, Failure(item, failed.Error), cancellationToken),
-                _ => throw new InvalidOperationException("Unknown effect outcome."),
-            };
+            // Recording the result is retried on store errors (a broken pooled connection, a restarting
+            // database): the effect already ran, and losing its result would only make it run again.
+            var accepted = await WithStoreRetriesAsync(
+                "finish effect",
+                () => outcome switch
+                {
+                    EffectOutcome.Completed completed => _store.FinishWorkAsync(item, WorkStatus.Completed, null, Completion(item, completed.Result), cancellationToken),
+                    EffectOutcome.Failed { Retryable: true } failed when item.Attempt < item.MaxAttempts
+                        => _store.RetryWorkAsync(item, _options.EffectRetryBackoff * item.Attempt, failed.Error, cancellationToken),
+                    EffectOutcome.Failed failed => _store.FinishWorkAsync(item, WorkStatus.Failed, failed.Error, Failure(item, failed.Error), cancellationToken),
+                    _ => throw new InvalidOperationException("Unknown effect outcome."),
+                },
+                cancellationToken);
             var name = outcome switch
             {
                 EffectOutcome.Completed => "completed",
@@ -597,6 +608,24 @@ public sealed partial class GrainSilo : IAsyncDisposable
             }
         }
     }
+
+    private async Task<T> WithStoreRetriesAsync<T>(string operation, Func<Task<T>> action, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await action();
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException && attempt < StoreAttempts)
+            {
+                Log.StoreError(_logger, operation, ex);
+                await Task.Delay(Backoff(attempt), _timeProvider, cancellationToken);
+            }
+        }
+    }
+
+    private const int StoreAttempts = 8;
 
     private void Track(Task task)
     {

@@ -251,9 +251,9 @@ public sealed partial class PostgresRuntimeStore : IRuntimeStore
                 WHERE i.due_at <= now() AND (g.owner IS NULL OR g.lease_until < now()) AND g.kind = ANY($1)
                   AND EXISTS (SELECT 1 FROM silos WHERE silo_id = $3 AND status = 1)
                 ORDER BY i.due_at, i.id
-                LIMIT $2
+                LIMIT $2 * 4
                 FOR UPDATE OF g SKIP LOCKED),
-            distinct_candidates AS (SELECT DISTINCT kind, key, owner FROM candidates)
+            distinct_candidates AS (SELECT DISTINCT kind, key, owner FROM candidates LIMIT $2)
             UPDATE grains g SET owner = $3, epoch = g.epoch + 1, lease_until = now() + $4
             FROM distinct_candidates d WHERE g.kind = d.kind AND g.key = d.key
             RETURNING g.kind, g.key, g.epoch, d.owner
@@ -714,6 +714,8 @@ public sealed partial class PostgresRuntimeStore : IRuntimeStore
         _stopping.Dispose();
     }
 
+    private static readonly TimeSpan ListenProbeInterval = TimeSpan.FromSeconds(15);
+
     private const string GrainColumns = "SELECT kind, key, state, state_type, schema_version, version, owner, epoch, lease_until, updated_at FROM grains";
 
     private static GrainSnapshot ReadGrain(NpgsqlDataReader reader) => new(
@@ -806,7 +808,12 @@ public sealed partial class PostgresRuntimeStore : IRuntimeStore
                 Signals.PulseAll();
                 while (true)
                 {
-                    await connection.WaitAsync(cancellationToken);
+                    // A silent network failure would leave WaitAsync waiting forever: probe the connection
+                    // whenever nothing arrived for a while, so a dead one throws and is replaced.
+                    if (!await connection.WaitAsync(ListenProbeInterval, cancellationToken))
+                    {
+                        await ExecuteAsync(connection, "SELECT 1", cancellationToken);
+                    }
                 }
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
