@@ -321,6 +321,22 @@ public abstract class RuntimeContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Claim_OneGrainsBacklogAtTheHeadOfTheInbox_DoesNotHideTheGrainsBehindIt()
+    {
+        await Store.RegisterSiloAsync(new SiloRegistration("silo-a", SiloRole.Controller, null, "m", 1), Ct);
+        await Store.RegisterSiloAsync(new SiloRegistration("silo-b", SiloRole.Controller, null, "m", 2), Ct);
+        // More messages than the PostgreSQL claim window (1,024), all older than the small grain's one.
+        await Client.SendManyAsync([.. Enumerable.Range(1, 1100).Select(i => new OutgoingMessage(Grain("hog"), new Add(i)))], Ct);
+        await Client.SendAsync(Grain("small"), new Add(1), cancellationToken: Ct);
+        string[] kinds = [TestGrainHandler.DefaultKind];
+
+        var a = Assert.Single(await Store.ClaimGrainsAsync("silo-a", kinds, 1, TimeSpan.FromMinutes(1), Ct));
+        Assert.Equal("hog", a.Grain.Key);
+        var b = Assert.Single(await Store.ClaimGrainsAsync("silo-b", kinds, 5, TimeSpan.FromMinutes(1), Ct));
+        Assert.Equal("small", b.Grain.Key);
+    }
+
+    [Fact]
     public async Task StaleWorker_EffectResult_IsFencedByAttempt_AndTheGrainHearsOnce()
     {
         await Store.RegisterSiloAsync(new SiloRegistration("worker-a", SiloRole.Worker, "h1", "m", 1), Ct);

@@ -25,6 +25,7 @@ public sealed partial class GrainSilo : IAsyncDisposable
     private readonly ConcurrentDictionary<Task, byte> _running = new();
     private readonly AsyncSignal _grainSlotFreed = new();
     private readonly AsyncSignal _effectSlotFreed = new();
+    private readonly int _claimThreshold;
     private CancellationTokenSource? _stopping;
     private CancellationTokenSource? _hardStop;
     private Task[] _loops = [];
@@ -61,6 +62,7 @@ public sealed partial class GrainSilo : IAsyncDisposable
         options.Validate();
         _processors = handlers.ToDictionary(h => h.Kind, h => h.CreateProcessor(messages, options.EffectMaxAttempts), StringComparer.Ordinal);
         _executors = executors.ToDictionary(e => e.EffectType, StringComparer.Ordinal);
+        _claimThreshold = Math.Max(1, options.MaxConcurrentGrains / 4);
         SiloId = options.SiloId ?? string.Create(
             CultureInfo.InvariantCulture,
             $"{Environment.MachineName.ToLowerInvariant()}-{Environment.ProcessId}-{Convert.ToHexStringLower(Guid.NewGuid().ToByteArray(), 0, 4)}");
@@ -220,7 +222,9 @@ public sealed partial class GrainSilo : IAsyncDisposable
             var slotPulse = _grainSlotFreed.NextPulse;
             var free = _options.MaxConcurrentGrains - ActiveGrains;
             var wait = _options.PollInterval;
-            if (free > 0)
+            // A claim is a scan of the inbox head: under load, claim in bunches instead of once per freed slot.
+            var claimNow = free >= _claimThreshold || (free > 0 && ActiveGrains == 0);
+            if (claimNow)
             {
                 IReadOnlyList<GrainLease> leases;
                 try
@@ -280,7 +284,8 @@ public sealed partial class GrainSilo : IAsyncDisposable
 
             try
             {
-                await Task.WhenAny(inboxPulse, slotPulse).WaitAsync(wait, _timeProvider, cancellationToken);
+                // While too few slots are free to claim, only a freed slot matters.
+                await (claimNow || free <= 0 ? Task.WhenAny(inboxPulse, slotPulse) : slotPulse).WaitAsync(wait, _timeProvider, cancellationToken);
             }
             catch (TimeoutException)
             {

@@ -224,14 +224,15 @@ public sealed class SqliteRuntimeStore : IRuntimeStore
                     WHERE i.due_at <= $now AND (g.owner IS NULL OR g.lease_until < $now)
                       AND g.kind IN (SELECT value FROM json_each($kinds))
                       AND EXISTS (SELECT 1 FROM silos WHERE silo_id = $me AND status = 1)
-                    ORDER BY i.due_at, i.id LIMIT $scan
+                    ORDER BY i.due_at, i.id
                     """,
                     ("$now", now),
                     ("$kinds", JsonSerializer.Serialize(kinds.ToArray(), StoreJsonContext.Default.StringArray)),
-                    ("$scan", max * 4),
                     ("$me", siloId)))
                 await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
                 {
+                    // Rows stream in due order; one grain's backlog only costs stepping over its rows, it cannot
+                    // hide the grains behind it.
                     while (candidates.Count < max && await reader.ReadAsync(cancellationToken))
                     {
                         var kind = reader.GetString(0);

@@ -25,6 +25,9 @@ internal static class RuntimeBenchmark
         var messages = Option(args, "--messages", 5);
         var durable = !args.Contains("--durable") || Option(args, "--durable", "true") == "true";
         var total = grains * messages;
+        var runSqlite = Option(args, "--sqlite", "true") == "true";
+        var siloCounts = Option(args, "--silos", "1,3").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        var batches = Option(args, "--batches", "16,1").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         Console.WriteLine($"runtime benchmark: {grains:N0} grains x {messages} messages = {total:N0} turns; {Environment.ProcessorCount} cores; PostgreSQL durable={durable}");
 
         _ = InMemoryLoop(grains, messages); // warm-up: tiered JIT
@@ -35,7 +38,7 @@ internal static class RuntimeBenchmark
         var sqliteDir = Directory.CreateTempSubdirectory("drydock-bench-sqlite-").FullName;
         try
         {
-            foreach (var batch in (int[])[16, 1])
+            foreach (var batch in runSqlite ? batches : [])
             {
                 var path = Path.Combine(sqliteDir, $"b{batch}.db");
                 await using var store = new SqliteRuntimeStore(new SqliteRuntimeStoreOptions { DatabasePath = path, Synchronous = durable ? "FULL" : "NORMAL" }, TimeProvider.System);
@@ -51,9 +54,9 @@ internal static class RuntimeBenchmark
 
         await using var server = await PostgresServer.StartAsync(new PostgresServerOptions { Durable = durable });
         var database = 0;
-        foreach (var silos in (int[])[1, 3])
+        foreach (var silos in siloCounts)
         {
-            foreach (var batch in (int[])[16, 1])
+            foreach (var batch in batches)
             {
                 var connection = await server.CreateDatabaseAsync($"bench{++database}");
                 var stores = Enumerable.Range(0, silos)
