@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Threading.Channels;
 using System.Text.Json;
 using Drydock.Runtime.Serialization;
 using Drydock.Runtime.Storage;
@@ -17,6 +18,9 @@ public sealed class SqliteRuntimeStore : IRuntimeStore
     private readonly TimeProvider _timeProvider;
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly Channel<TurnRequest> _turns = Channel.CreateUnbounded<TurnRequest>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Lock _writerStart = new();
+    private Task? _turnWriter;
     private SqliteConnection? _writer;
     private bool _disposed;
 
@@ -276,183 +280,290 @@ public sealed class SqliteRuntimeStore : IRuntimeStore
     {
         ArgumentNullException.ThrowIfNull(lease);
         ArgumentNullException.ThrowIfNull(processor);
-        var (result, pulses) = await WriteAsync(
-            async (c, t, _) =>
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        cancellationToken.ThrowIfCancellationRequested();
+        EnsureTurnWriter();
+        var request = new TurnRequest(lease, maxMessages, leaseDuration, maxMessageAttempts, processor, cancellationToken);
+        ObjectDisposedException.ThrowIf(!_turns.Writer.TryWrite(request), this);
+
+        // Not cancellable once queued: the writer either skips a cancelled request or runs it to the end.
+        return await request.Completion.Task;
+    }
+
+    private void EnsureTurnWriter()
+    {
+        lock (_writerStart)
+        {
+            _turnWriter ??= Task.Run(TurnWriterLoopAsync, CancellationToken.None);
+        }
+    }
+
+    // Group commit: every turn waiting when the writer comes round runs in ONE SQLite transaction, each inside
+    // its own savepoint (a turn that throws rolls back only itself). Each turn still locks nothing but its own
+    // row's predicates; SQLite's single writer makes them sequential, and the commit's fsync is shared.
+    private async Task TurnWriterLoopAsync()
+    {
+        var reader = _turns.Reader;
+        var batch = new List<TurnRequest>(MaxTurnsPerCommit);
+        while (await reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            while (batch.Count < MaxTurnsPerCommit && reader.TryRead(out var request))
             {
-                var now = NowMs();
-                string? state = null;
-                string? stateType = null;
-                int schemaVersion;
-                long version;
-                await using (var command = Command(
-                    c,
-                    t,
-                    "SELECT state, state_type, schema_version, version FROM grains WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
-                    ("$k", lease.Grain.Kind),
-                    ("$key", lease.Grain.Key),
-                    ("$me", lease.SiloId),
-                    ("$e", lease.Epoch)))
-                await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+                if (request.CancellationToken.IsCancellationRequested)
                 {
-                    if (!await reader.ReadAsync(cancellationToken))
-                    {
-                        return (new TurnBatchResult(TurnBatchStatus.Fenced, 0, false, 0, 0), default(SignalSet));
-                    }
-
-                    state = reader.GetStringOrNull(0);
-                    stateType = reader.GetStringOrNull(1);
-                    schemaVersion = reader.GetInt32(2);
-                    version = reader.GetInt64(3);
-                }
-
-                var messages = new List<StoredMessage>();
-                await using (var command = Command(
-                    c,
-                    t,
-                    "SELECT id, type, type_version, body, enqueued_at, idempotency_key, reply_to, attempts FROM inbox WHERE kind = $k AND key = $key AND due_at <= $now ORDER BY id LIMIT $max",
-                    ("$k", lease.Grain.Kind),
-                    ("$key", lease.Grain.Key),
-                    ("$now", now),
-                    ("$max", maxMessages)))
-                await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
-                {
-                    while (await reader.ReadAsync(cancellationToken))
-                    {
-                        messages.Add(new StoredMessage(
-                            reader.GetInt64(0),
-                            reader.GetString(1),
-                            reader.GetInt32(2),
-                            reader.GetString(3),
-                            FromMs(reader.GetInt64(4)),
-                            reader.GetStringOrNull(5),
-                            reader.GetStringOrNull(6),
-                            reader.GetInt32(7)));
-                    }
-                }
-
-                var output = messages.Count == 0
-                    ? null
-                    : processor.Process(new TurnInput(lease.Grain, state, stateType, schemaVersion, version, messages, FromMs(now)));
-                var pulses = default(SignalSet);
-                var consumed = output?.Consumed.Count ?? 0;
-                var deadLettered = 0;
-                var until = now + (long)leaseDuration.TotalMilliseconds;
-                if (output is not null && consumed > 0)
-                {
-                    version += consumed;
-                    await ExecuteAsync(
-                        c,
-                        t,
-                        "UPDATE grains SET state = $s, state_type = $st, schema_version = $sv, version = $v, lease_until = $until, updated_at = $now WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
-                        cancellationToken,
-                        ("$s", output.StateJson),
-                        ("$st", output.StateType),
-                        ("$sv", output.SchemaVersion),
-                        ("$v", version),
-                        ("$until", until),
-                        ("$now", now),
-                        ("$k", lease.Grain.Kind),
-                        ("$key", lease.Grain.Key),
-                        ("$me", lease.SiloId),
-                        ("$e", lease.Epoch));
-                    foreach (var message in output.Outgoing)
-                    {
-                        await InsertMessageAsync(c, t, message, now, cancellationToken);
-                        pulses.Inbox |= message.DueNow;
-                    }
-
-                    foreach (var effect in output.Effects)
-                    {
-                        pulses.Work |= await ExecuteAsync(
-                            c,
-                            t,
-                            """
-                            INSERT INTO work (effect_id, kind, key, host, type, type_version, body, status, attempt, max_attempts, not_before, created_at)
-                            VALUES ($id, $k, $key, $host, $type, $tv, $body, 1, 0, $max, $now, $now) ON CONFLICT (effect_id) DO NOTHING
-                            """,
-                            cancellationToken,
-                            ("$id", effect.EffectId),
-                            ("$k", lease.Grain.Kind),
-                            ("$key", lease.Grain.Key),
-                            ("$host", effect.Host),
-                            ("$type", effect.TypeName),
-                            ("$tv", effect.TypeVersion),
-                            ("$body", effect.Body),
-                            ("$max", effect.MaxAttempts),
-                            ("$now", now)) == 1;
-                    }
-
-                    foreach (var reply in output.Replies)
-                    {
-                        await InsertReplyAsync(c, t, lease.Grain, reply, now, cancellationToken);
-                        pulses.Reply = true;
-                    }
-
-                    await ExecuteAsync(c, t, $"DELETE FROM inbox WHERE id IN ({string.Join(',', output.Consumed.Select(id => id.ToString(CultureInfo.InvariantCulture)))})", cancellationToken);
+                    request.Completion.TrySetCanceled(request.CancellationToken);
                 }
                 else
                 {
-                    await ExecuteAsync(
-                        c,
-                        t,
-                        "UPDATE grains SET lease_until = $until WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
-                        cancellationToken,
-                        ("$until", until),
-                        ("$k", lease.Grain.Kind),
-                        ("$key", lease.Grain.Key),
-                        ("$me", lease.SiloId),
-                        ("$e", lease.Epoch));
+                    batch.Add(request);
                 }
+            }
 
-                if (output?.Failure is { } failure)
+            if (batch.Count == 0)
+            {
+                continue;
+            }
+
+            var outcomes = new (TurnBatchResult? Result, Exception? Error, SignalSet Pulses)[batch.Count];
+            try
+            {
+                await _writeLock.WaitAsync();
+                try
                 {
-                    var failed = messages.First(m => m.Id == failure.MessageId);
-                    if (failure.Permanent || failed.Attempts + 1 >= maxMessageAttempts)
+                    _writer ??= await OpenAsync(CancellationToken.None);
+                    await using var transaction = (SqliteTransaction)await _writer.BeginTransactionAsync();
+                    for (var i = 0; i < batch.Count; i++)
                     {
-                        await ExecuteAsync(
-                            c,
-                            t,
-                            """
-                            INSERT INTO dead_letters (id, kind, key, type, type_version, body, error, attempts, reply_to, failed_at)
-                            SELECT id, kind, key, type, type_version, body, $err, attempts + 1, reply_to, $now FROM inbox WHERE id = $id;
-                            DELETE FROM inbox WHERE id = $id;
-                            """,
-                            cancellationToken,
-                            ("$err", failure.Error),
-                            ("$now", now),
-                            ("$id", failure.MessageId));
-                        deadLettered = 1;
-                        if (failed.ReplyTo is not null)
+                        var r = batch[i];
+                        await transaction.SaveAsync("turn");
+                        try
                         {
-                            await InsertReplyAsync(c, t, lease.Grain, new StoredReply(failed.ReplyTo, null, 0, null, failure.Error), now, cancellationToken);
-                            pulses.Reply = true;
+                            var (result, pulses) = await RunTurnCoreAsync(_writer, transaction, r.Lease, r.MaxMessages, r.LeaseDuration, r.MaxMessageAttempts, r.Processor, CancellationToken.None);
+                            await transaction.ReleaseAsync("turn");
+                            outcomes[i] = (result, null, pulses);
+                        }
+                        catch (Exception ex) when (ex is not OutOfMemoryException)
+                        {
+                            await transaction.RollbackAsync("turn");
+                            await transaction.ReleaseAsync("turn");
+                            outcomes[i] = (null, ex, default);
                         }
                     }
-                    else
-                    {
-                        await ExecuteAsync(c, t, "UPDATE inbox SET attempts = attempts + 1 WHERE id = $id", cancellationToken, ("$id", failure.MessageId));
-                    }
+
+                    await transaction.CommitAsync();
+                }
+                finally
+                {
+                    _writeLock.Release();
+                }
+            }
+            catch (Exception ex)
+            {
+                // Nothing of this group committed.
+                foreach (var request in batch)
+                {
+                    request.Completion.TrySetException(ex);
                 }
 
-                var released = await ExecuteAsync(
+                continue;
+            }
+
+            for (var i = 0; i < batch.Count; i++)
+            {
+                if (outcomes[i].Error is { } error)
+                {
+                    batch[i].Completion.TrySetException(error);
+                }
+                else
+                {
+                    Pulse(outcomes[i].Pulses);
+                    batch[i].Completion.TrySetResult(outcomes[i].Result!);
+                }
+            }
+        }
+    }
+
+    private async Task<(TurnBatchResult Result, SignalSet Pulses)> RunTurnCoreAsync(
+        SqliteConnection c,
+        SqliteTransaction t,
+        GrainLease lease,
+        int maxMessages,
+        TimeSpan leaseDuration,
+        int maxMessageAttempts,
+        ITurnProcessor processor,
+        CancellationToken cancellationToken)
+    {
+        var now = NowMs();
+        string? state = null;
+        string? stateType = null;
+        int schemaVersion;
+        long version;
+        await using (var command = Command(
+            c,
+            t,
+            "SELECT state, state_type, schema_version, version FROM grains WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
+            ("$k", lease.Grain.Kind),
+            ("$key", lease.Grain.Key),
+            ("$me", lease.SiloId),
+            ("$e", lease.Epoch)))
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+        {
+            if (!await reader.ReadAsync(cancellationToken))
+            {
+                return (new TurnBatchResult(TurnBatchStatus.Fenced, 0, false, 0, 0), default(SignalSet));
+            }
+
+            state = reader.GetStringOrNull(0);
+            stateType = reader.GetStringOrNull(1);
+            schemaVersion = reader.GetInt32(2);
+            version = reader.GetInt64(3);
+        }
+
+        var messages = new List<StoredMessage>();
+        await using (var command = Command(
+            c,
+            t,
+            "SELECT id, type, type_version, body, enqueued_at, idempotency_key, reply_to, attempts FROM inbox WHERE kind = $k AND key = $key AND due_at <= $now ORDER BY id LIMIT $max",
+            ("$k", lease.Grain.Kind),
+            ("$key", lease.Grain.Key),
+            ("$now", now),
+            ("$max", maxMessages)))
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                messages.Add(new StoredMessage(
+                    reader.GetInt64(0),
+                    reader.GetString(1),
+                    reader.GetInt32(2),
+                    reader.GetString(3),
+                    FromMs(reader.GetInt64(4)),
+                    reader.GetStringOrNull(5),
+                    reader.GetStringOrNull(6),
+                    reader.GetInt32(7)));
+            }
+        }
+
+        var output = messages.Count == 0
+            ? null
+            : processor.Process(new TurnInput(lease.Grain, state, stateType, schemaVersion, version, messages, FromMs(now)));
+        var pulses = default(SignalSet);
+        var consumed = output?.Consumed.Count ?? 0;
+        var deadLettered = 0;
+        var until = now + (long)leaseDuration.TotalMilliseconds;
+        if (output is not null && consumed > 0)
+        {
+            version += consumed;
+            await ExecuteAsync(
+                c,
+                t,
+                "UPDATE grains SET state = $s, state_type = $st, schema_version = $sv, version = $v, lease_until = $until, updated_at = $now WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
+                cancellationToken,
+                ("$s", output.StateJson),
+                ("$st", output.StateType),
+                ("$sv", output.SchemaVersion),
+                ("$v", version),
+                ("$until", until),
+                ("$now", now),
+                ("$k", lease.Grain.Kind),
+                ("$key", lease.Grain.Key),
+                ("$me", lease.SiloId),
+                ("$e", lease.Epoch));
+            foreach (var message in output.Outgoing)
+            {
+                await InsertMessageAsync(c, t, message, now, cancellationToken);
+                pulses.Inbox |= message.DueNow;
+            }
+
+            foreach (var effect in output.Effects)
+            {
+                pulses.Work |= await ExecuteAsync(
                     c,
                     t,
                     """
-                    UPDATE grains SET owner = NULL, lease_until = NULL
-                    WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e
-                      AND NOT EXISTS (SELECT 1 FROM inbox WHERE kind = $k AND key = $key AND due_at <= $now)
+                    INSERT INTO work (effect_id, kind, key, host, type, type_version, body, status, attempt, max_attempts, not_before, created_at)
+                    VALUES ($id, $k, $key, $host, $type, $tv, $body, 1, 0, $max, $now, $now) ON CONFLICT (effect_id) DO NOTHING
                     """,
                     cancellationToken,
+                    ("$id", effect.EffectId),
                     ("$k", lease.Grain.Kind),
                     ("$key", lease.Grain.Key),
-                    ("$me", lease.SiloId),
-                    ("$e", lease.Epoch),
+                    ("$host", effect.Host),
+                    ("$type", effect.TypeName),
+                    ("$tv", effect.TypeVersion),
+                    ("$body", effect.Body),
+                    ("$max", effect.MaxAttempts),
                     ("$now", now)) == 1;
-                return (new TurnBatchResult(TurnBatchStatus.Committed, consumed + deadLettered, released, version, deadLettered), pulses);
-            },
-            cancellationToken);
-        Pulse(pulses);
-        return result;
+            }
+
+            foreach (var reply in output.Replies)
+            {
+                await InsertReplyAsync(c, t, lease.Grain, reply, now, cancellationToken);
+                pulses.Reply = true;
+            }
+
+            await ExecuteAsync(c, t, $"DELETE FROM inbox WHERE id IN ({string.Join(',', output.Consumed.Select(id => id.ToString(CultureInfo.InvariantCulture)))})", cancellationToken);
+        }
+        else
+        {
+            await ExecuteAsync(
+                c,
+                t,
+                "UPDATE grains SET lease_until = $until WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e",
+                cancellationToken,
+                ("$until", until),
+                ("$k", lease.Grain.Kind),
+                ("$key", lease.Grain.Key),
+                ("$me", lease.SiloId),
+                ("$e", lease.Epoch));
+        }
+
+        if (output?.Failure is { } failure)
+        {
+            var failed = messages.First(m => m.Id == failure.MessageId);
+            if (failure.Permanent || failed.Attempts + 1 >= maxMessageAttempts)
+            {
+                await ExecuteAsync(
+                    c,
+                    t,
+                    """
+                    INSERT INTO dead_letters (id, kind, key, type, type_version, body, error, attempts, reply_to, failed_at)
+                    SELECT id, kind, key, type, type_version, body, $err, attempts + 1, reply_to, $now FROM inbox WHERE id = $id;
+                    DELETE FROM inbox WHERE id = $id;
+                    """,
+                    cancellationToken,
+                    ("$err", failure.Error),
+                    ("$now", now),
+                    ("$id", failure.MessageId));
+                deadLettered = 1;
+                if (failed.ReplyTo is not null)
+                {
+                    await InsertReplyAsync(c, t, lease.Grain, new StoredReply(failed.ReplyTo, null, 0, null, failure.Error), now, cancellationToken);
+                    pulses.Reply = true;
+                }
+            }
+            else
+            {
+                await ExecuteAsync(c, t, "UPDATE inbox SET attempts = attempts + 1 WHERE id = $id", cancellationToken, ("$id", failure.MessageId));
+            }
+        }
+
+        var released = await ExecuteAsync(
+            c,
+            t,
+            """
+            UPDATE grains SET owner = NULL, lease_until = NULL
+            WHERE kind = $k AND key = $key AND owner = $me AND epoch = $e
+              AND NOT EXISTS (SELECT 1 FROM inbox WHERE kind = $k AND key = $key AND due_at <= $now)
+            """,
+            cancellationToken,
+            ("$k", lease.Grain.Kind),
+            ("$key", lease.Grain.Key),
+            ("$me", lease.SiloId),
+            ("$e", lease.Epoch),
+            ("$now", now)) == 1;
+        return (new TurnBatchResult(TurnBatchStatus.Committed, consumed + deadLettered, released, version, deadLettered), pulses);
     }
 
     /// <inheritdoc/>
@@ -758,6 +869,12 @@ public sealed class SqliteRuntimeStore : IRuntimeStore
         }
 
         _disposed = true;
+        _turns.Writer.TryComplete();
+        if (_turnWriter is not null)
+        {
+            await _turnWriter;
+        }
+
         await _writeLock.WaitAsync();
         try
         {
@@ -944,6 +1061,19 @@ public sealed class SqliteRuntimeStore : IRuntimeStore
         await using var command = Command(connection, transaction, sql, parameters);
         var value = await command.ExecuteScalarAsync(cancellationToken);
         return value is DBNull ? null : value;
+    }
+
+    private const int MaxTurnsPerCommit = 64;
+
+    private sealed record TurnRequest(
+        GrainLease Lease,
+        int MaxMessages,
+        TimeSpan LeaseDuration,
+        int MaxMessageAttempts,
+        ITurnProcessor Processor,
+        CancellationToken CancellationToken)
+    {
+        public TaskCompletionSource<TurnBatchResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     private struct SignalSet

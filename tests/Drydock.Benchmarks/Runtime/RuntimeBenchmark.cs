@@ -16,6 +16,7 @@ namespace Drydock.Benchmarks.Runtime;
 /// Turns per second and p99 turn-transaction latency of the grain runtime on PostgreSQL (1 and 3 silos) and SQLite,
 /// as ratios to the same pure handler run in a single-threaded in-memory loop.
 ///   dotnet run -c Release --project tests/Drydock.Benchmarks -- runtime [--grains 10000] [--messages 5] [--durable true]
+///       [--sqlite true] [--postgres true] [--silos 1,3] [--batches 16,1]
 /// </summary>
 internal static class RuntimeBenchmark
 {
@@ -26,7 +27,9 @@ internal static class RuntimeBenchmark
         var durable = !args.Contains("--durable") || Option(args, "--durable", "true") == "true";
         var total = grains * messages;
         var runSqlite = Option(args, "--sqlite", "true") == "true";
-        var siloCounts = Option(args, "--silos", "1,3").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        var siloCounts = Option(args, "--postgres", "true") == "true"
+            ? Option(args, "--silos", "1,3").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).Where(n => n > 0).ToArray()
+            : [];
         var batches = Option(args, "--batches", "16,1").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         Console.WriteLine($"runtime benchmark: {grains:N0} grains x {messages} messages = {total:N0} turns; {Environment.ProcessorCount} cores; PostgreSQL durable={durable}");
 
@@ -52,13 +55,13 @@ internal static class RuntimeBenchmark
             Directory.Delete(sqliteDir, recursive: true);
         }
 
-        await using var server = await PostgresServer.StartAsync(new PostgresServerOptions { Durable = durable });
+        await using var server = siloCounts.Length == 0 ? null : await PostgresServer.StartAsync(new PostgresServerOptions { Durable = durable });
         var database = 0;
         foreach (var silos in siloCounts)
         {
             foreach (var batch in batches)
             {
-                var connection = await server.CreateDatabaseAsync($"bench{++database}");
+                var connection = await server!.CreateDatabaseAsync($"bench{++database}");
                 var stores = Enumerable.Range(0, silos)
                     .Select(_ => new PostgresRuntimeStore(new PostgresRuntimeStoreOptions { ConnectionString = connection }, TimeProvider.System, NullLogger<PostgresRuntimeStore>.Instance))
                     .ToArray();
