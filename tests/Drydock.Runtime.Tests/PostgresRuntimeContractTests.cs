@@ -28,6 +28,21 @@ public sealed class PostgresRuntimeContractTests(PostgresServerFixture postgres)
         return new PostgresRuntimeStore(new PostgresRuntimeStoreOptions { ConnectionString = _connectionString }, TimeProvider.System, NullLogger<PostgresRuntimeStore>.Instance);
     }
 
+    [Fact]
+    public async Task WithoutListen_PollingAloneStillDeliversMessagesAndReplies()
+    {
+        await using var store = new PostgresRuntimeStore(
+            new PostgresRuntimeStoreOptions { ConnectionString = _connectionString, Listen = false },
+            TimeProvider.System,
+            NullLogger<PostgresRuntimeStore>.Instance);
+        await using var silo = new Hosting.GrainSilo(store, [new TestGrainHandler()], [], Messages, FastOptions(), TimeProvider.System, NullLogger<Hosting.GrainSilo>.Instance);
+        await silo.StartAsync(TestContext.Current.CancellationToken);
+        var client = new Client.GrainClient(store, Messages, TimeProvider.System, new Client.GrainClientOptions { ReplyPollInterval = TimeSpan.FromMilliseconds(100) });
+        await client.SendAsync(Grain("poll"), new Add(1), cancellationToken: TestContext.Current.CancellationToken);
+        var reply = await client.CallAsync<CountReply>(Grain("poll"), new GetCount(), TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        Assert.Equal(new CountReply(1, 1), reply);
+    }
+
     protected override async Task ExecuteSqlAsync(string sql)
     {
         await using var connection = new NpgsqlConnection(_connectionString + ";Search Path=drydock");

@@ -117,6 +117,18 @@ public abstract class RuntimeContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task NewMessage_WakesAnIdleSilo_WithoutWaitingForThePoll()
+    {
+        var options = FastOptions();
+        // Far beyond the wait's deadline: only a wake-up (NOTIFY on PostgreSQL, in-process on SQLite) can deliver.
+        options.PollInterval = TimeSpan.FromMinutes(10);
+        await StartSiloAsync(options);
+        await Task.Delay(300, Ct);
+        await Client.SendAsync(Grain("wake"), new Add(1), cancellationToken: Ct);
+        await WaitForStateAsync("wake", s => s.Count == 1, "the woken turn");
+    }
+
+    [Fact]
     public async Task Messages_AreHandledInFifoOrder_PerGrain()
     {
         // Enqueued before any silo runs, in separate transactions, so the silo sees a backlog it must drain in order.

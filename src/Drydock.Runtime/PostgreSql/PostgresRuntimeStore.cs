@@ -74,7 +74,10 @@ public sealed partial class PostgresRuntimeStore : IRuntimeStore
     {
         lock (_startLock)
         {
-            _listener ??= Task.Run(() => ListenAsync(_stopping.Token), CancellationToken.None);
+            if (_options.Listen)
+            {
+                _listener ??= Task.Run(() => ListenAsync(_stopping.Token), CancellationToken.None);
+            }
         }
 
         return Task.CompletedTask;

@@ -16,6 +16,12 @@ public sealed class PostgresRuntimeStoreOptions
     /// </summary>
     public TimeSpan IdleInTransactionTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Keep a LISTEN connection for wake-ups. Default true. Without it, silos and callers find new work by
+    /// polling alone (<c>GrainRuntimeOptions.PollInterval</c>), e.g. behind a pooler that cannot LISTEN.
+    /// </summary>
+    public bool Listen { get; set; } = true;
+
     /// <summary>Delay before the LISTEN connection retries after it broke (polling covers the gap). Default 1 second.</summary>
     public TimeSpan ListenReconnectDelay { get; set; } = TimeSpan.FromSeconds(1);
 
