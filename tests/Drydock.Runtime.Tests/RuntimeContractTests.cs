@@ -44,8 +44,12 @@ public abstract class RuntimeContractTests : IAsyncLifetime
         }
 
         await Store.DisposeAsync();
+        await CleanupAsync();
         GC.SuppressFinalize(this);
     }
+
+    // xunit v3 calls DisposeAsync only (not Dispose) on a class that has both: provider cleanup goes here.
+    protected virtual ValueTask CleanupAsync() => ValueTask.CompletedTask;
 
     protected static GrainRuntimeOptions FastOptions(string host = "h1") => new()
     {

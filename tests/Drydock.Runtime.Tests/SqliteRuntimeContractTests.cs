@@ -4,7 +4,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Drydock.Runtime.Tests;
 
-public sealed class SqliteRuntimeContractTests : RuntimeContractTests, IDisposable
+public sealed class SqliteRuntimeContractTests : RuntimeContractTests
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("drydock-sqlite-").FullName;
 
@@ -28,15 +28,10 @@ public sealed class SqliteRuntimeContractTests : RuntimeContractTests, IDisposab
         await command.ExecuteNonQueryAsync();
     }
 
-    public void Dispose()
+    protected override ValueTask CleanupAsync()
     {
         SqliteConnection.ClearAllPools();
-        try
-        {
-            Directory.Delete(_directory, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        Directory.Delete(_directory, recursive: true);
+        return ValueTask.CompletedTask;
     }
 }
