@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the real-service tests start (see ../shared/REAL-STACK.md).
-DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd)
+# postgresql-15: the runtime tests start private PostgreSQL servers (initdb + pg_ctl, tests/Drydock.TestKit/Postgres).
+DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd postgresql-15)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

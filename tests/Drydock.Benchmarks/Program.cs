@@ -7,10 +7,19 @@ using Drydock.Benchmarks;
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
 //
 // drydock is measured as it is shipped: published ReadyToRun (see README), started through its apphost.
-if (args.Length == 0 || args[0] is "-h" or "--help")
+//
+//   ... -- runtime [options]        grain runtime turns/s (Runtime/RuntimeBenchmark.cs)
+//   ... -- repository [options]     repository write/read paths vs zstd + sha256sum (Repository/)
+switch (args.FirstOrDefault())
 {
-    Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
-    return 2;
+    case "runtime":
+        return await Drydock.Benchmarks.Runtime.RuntimeBenchmark.RunAsync(args[1..]);
+    case { } name when name.StartsWith("repository", StringComparison.Ordinal):
+        return await Drydock.Benchmarks.Repository.RepositoryBenchmark.RunAsync(args);
+    case null or "-h" or "--help":
+        Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks runtime | repository … (see their sections in docs/BENCHMARKS.md)");
+        return 2;
 }
 
 var scenario = args[0];
