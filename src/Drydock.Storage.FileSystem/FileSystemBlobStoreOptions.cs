@@ -1,0 +1,16 @@
+namespace Drydock.Storage.FileSystem;
+
+/// <summary>Options of <see cref="FileSystemBlobStore"/>.</summary>
+public sealed class FileSystemBlobStoreOptions
+{
+    /// <summary>The directory holding the objects. Required; created if missing.</summary>
+    public string Root { get; set; } = "";
+
+    /// <summary>Whether file data and directories are fsynced before a put returns. Default <see langword="true"/>;
+    /// turn off only for throwaway test stores.</summary>
+    public bool Durable { get; set; } = true;
+
+    /// <summary>Objects up to this size get a content-hash ETag (exact compare-and-swap); larger ones a
+    /// time-and-size ETag. Default 64 KiB (leases and markers are far smaller).</summary>
+    public int ContentETagLimit { get; set; } = 64 * 1024;
+}
