@@ -1,0 +1,56 @@
+using Drydock.Storage.FileSystem;
+using Xunit;
+
+namespace Drydock.Storage.Tests;
+
+public sealed class FileSystemBlobStoreTests : BlobStoreContract
+{
+    private string? _root;
+
+    protected override Task<IBlobStore> CreateStoreAsync()
+    {
+        _root = Directory.CreateTempSubdirectory("drydock-fs-").FullName;
+        return Task.FromResult<IBlobStore>(new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = _root }));
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_root is not null)
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_writer_killed_before_publishing_leaves_no_visible_object_and_its_temp_file_is_cleaned()
+    {
+        // F28: simulate the state a killed writer leaves: a partial temp file, never linked into place.
+        var temp = Path.Combine(_root!, ".tmp", "deadbeef.part");
+        await File.WriteAllBytesAsync(temp, new byte[123], Ct);
+        File.SetLastWriteTimeUtc(temp, new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc));
+        Assert.Empty(await Store.ListAsync("", Ct).ToListAsync(Ct));
+
+        var fs = (FileSystemBlobStore)Store;
+        Assert.Equal(1, await fs.CleanTempFilesAsync(TimeSpan.FromHours(1), TimeProvider.System.GetUtcNow(), Ct));
+        Assert.False(File.Exists(temp));
+    }
+
+    [Fact]
+    public async Task A_cancelled_put_leaves_nothing_behind()
+    {
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Store.PutAsync("c/x", new byte[1 << 20], BlobCondition.CreateOnly, cts.Token));
+        Assert.False(await Store.ExistsAsync("c/x", Ct));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_root!, ".tmp")));
+    }
+
+    [Fact]
+    public async Task Objects_are_plain_files_under_the_root()
+    {
+        await Store.PutAsync("chunks/ab/abcdef", "data"u8.ToArray(), BlobCondition.CreateOnly, Ct);
+        Assert.Equal("data"u8.ToArray(), await File.ReadAllBytesAsync(Path.Combine(_root!, "chunks", "ab", "abcdef"), Ct));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_root!, ".tmp")));
+    }
+}
