@@ -251,8 +251,10 @@ public sealed class PointWriter : IAsyncDisposable
         }
         catch
         {
+            // Nothing was published; let the domain's next backup start right away.
             Volatile.Write(ref _state, 3);
             await _abort.CancelAsync();
+            await _lease.ReleaseAsync(CancellationToken.None);
             throw;
         }
     }
