@@ -20,6 +20,7 @@ public static class DrydockCli
             return 0;
         });
         root.Subcommands.Add(version);
+        root.Subcommands.Add(RepoCommands.Build());
         return root;
     }
 
