@@ -346,6 +346,7 @@ public sealed partial class BackupRepository : IDisposable
         }
         catch (BlobNotFoundException e)
         {
+            RepositoryInstruments.ChunksBad.Add(1);
             throw new ChunkMissingException(where, e);
         }
         catch (BlobTooLargeException e)
@@ -363,11 +364,21 @@ public sealed partial class BackupRepository : IDisposable
 
             Span<byte> key = stackalloc byte[ChunkId.Size];
             id.WriteTo(key);
-            Codec.Open(content.Span, key, destination.Span, where);
-            if (Codec.ComputeId(destination.Span) != id)
+            try
             {
-                throw new ObjectCorruptException("digest mismatch: the content does not hash to its id", where);
+                Codec.Open(content.Span, key, destination.Span, where);
+                if (Codec.ComputeId(destination.Span) != id)
+                {
+                    throw new ObjectCorruptException("digest mismatch: the content does not hash to its id", where);
+                }
             }
+            catch (ObjectCorruptException)
+            {
+                RepositoryInstruments.ChunksBad.Add(1);
+                throw;
+            }
+
+            RepositoryInstruments.ChunksRead.Add(1);
         }
     }
 

@@ -142,9 +142,12 @@ public sealed class DiskWriter
             case ChunkOutcome.Uploaded:
                 Interlocked.Increment(ref _uploaded);
                 Interlocked.Add(ref _bytesUploaded, bytesUploaded);
+                RepositoryInstruments.ChunksUploaded.Add(1);
+                RepositoryInstruments.BytesUploaded.Add(bytesUploaded);
                 break;
             case ChunkOutcome.Deduplicated:
                 Interlocked.Increment(ref _dedup);
+                RepositoryInstruments.ChunksDeduplicated.Add(1);
                 break;
             default:
                 break;
