@@ -47,6 +47,55 @@ public sealed class FileSystemBlobStoreTests : BlobStoreContract
     }
 
     [Fact]
+    public async Task A_full_disk_is_a_typed_error_and_leaves_no_object_or_temp_file()
+    {
+        // F36 on a real filesystem: a 256 KiB tmpfs (needs root; skipped where mount is not permitted).
+        var mountPoint = Directory.CreateTempSubdirectory("drydock-full-").FullName;
+        if (!await TryRunAsync("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint))
+        {
+            Directory.Delete(mountPoint);
+            Assert.Skip("mounting a tmpfs is not permitted here");
+        }
+
+        try
+        {
+            var store = new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = mountPoint });
+            await store.PutAsync("small", new byte[1000], BlobCondition.CreateOnly, Ct);
+            var e = await Assert.ThrowsAsync<BlobStoreFullException>(() => store.PutAsync("big/object", new byte[1 << 20], BlobCondition.CreateOnly, Ct));
+            Assert.Equal("big/object", e.BlobName);
+            Assert.False(await store.ExistsAsync("big/object", Ct));
+            Assert.Empty(Directory.EnumerateFiles(Path.Combine(mountPoint, ".tmp")));
+            using var small = await store.GetAsync("small", 10_000, Ct);
+            Assert.Equal(1000, small.Length);
+        }
+        finally
+        {
+            await TryRunAsync("umount", mountPoint);
+            Directory.Delete(mountPoint, recursive: true);
+        }
+    }
+
+    private static async Task<bool> TryRunAsync(string file, params string[] args)
+    {
+        try
+        {
+            var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in args)
+            {
+                start.ArgumentList.Add(a);
+            }
+
+            using var process = System.Diagnostics.Process.Start(start)!;
+            await process.WaitForExitAsync(Ct);
+            return process.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
+
+    [Fact]
     public async Task Objects_are_plain_files_under_the_root()
     {
         await Store.PutAsync("chunks/ab/abcdef", "data"u8.ToArray(), BlobCondition.CreateOnly, Ct);
