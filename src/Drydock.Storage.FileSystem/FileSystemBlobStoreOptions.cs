@@ -10,7 +10,8 @@ public sealed class FileSystemBlobStoreOptions
     /// turn off only for throwaway test stores.</summary>
     public bool Durable { get; set; } = true;
 
-    /// <summary>Objects up to this size get a content-hash ETag (exact compare-and-swap); larger ones a
-    /// time-and-size ETag. Default 64 KiB (leases and markers are far smaller).</summary>
-    public int ContentETagLimit { get; set; } = 64 * 1024;
+    /// <summary>Objects up to this size get a content-hash ETag (exact compare-and-swap even within one clock tick);
+    /// larger ones a time-and-size ETag. Default 4 KiB: leases are a few hundred bytes, and listing chunks must not
+    /// read them.</summary>
+    public int ContentETagLimit { get; set; } = 4 * 1024;
 }
