@@ -5,12 +5,16 @@ namespace Drydock.Repository;
 /// <summary>How an opened repository behaves (not stored in it).</summary>
 public sealed class RepositoryOptions
 {
-    /// <summary>Chunks processed at once on the write, read and verify paths (hash, compress, encrypt, upload).
+    /// <summary>Chunks hashed, compressed and encrypted (or checked, on read) at once: the CPU stage.
     /// Default: the number of processors.</summary>
     public int MaxParallelism { get; set; } = Environment.ProcessorCount;
 
-    /// <summary>Chunks queued ahead of the workers; with <see cref="MaxParallelism"/> this bounds a writer's memory to
-    /// about (queue + 3 × workers) × chunk size. Default: 2 × <see cref="MaxParallelism"/>.</summary>
+    /// <summary>Storage requests in flight at once (uploads on write, fetches on read and verify), so that fsync and
+    /// network latency overlap the CPU stage. At least <see cref="MaxParallelism"/>. Default 8.</summary>
+    public int MaxConcurrentRequests { get; set; } = 8;
+
+    /// <summary>Chunks queued ahead of the workers. A writer's memory is bounded by about
+    /// (queue + requests + processors) × chunk size. Default: 2 × the number of processors.</summary>
     public int QueueDepth { get; set; } = 2 * Environment.ProcessorCount;
 
     /// <summary>The longest a backup session may run before its commit is refused. Must stay below the GC grace

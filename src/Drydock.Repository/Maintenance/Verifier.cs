@@ -101,7 +101,7 @@ internal sealed class Verifier(BackupRepository repository)
         var bad = new ConcurrentDictionary<ChunkId, string>();
         await Parallel.ForEachAsync(
             sample,
-            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, repository.Options.MaxParallelism), CancellationToken = cancellationToken },
+            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(repository.Options.MaxParallelism, repository.Options.MaxConcurrentRequests), CancellationToken = cancellationToken },
             async (pair, ct) =>
             {
                 var buffer = ArrayPool<byte>.Shared.Rent(pair.Value);

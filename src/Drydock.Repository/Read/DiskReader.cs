@@ -67,13 +67,13 @@ public sealed class DiskReader
     }
 
     /// <summary>Writes the whole disk to a stream in order, fetching and checking up to
-    /// <see cref="RepositoryOptions.MaxParallelism"/> chunks ahead (memory stays bounded).</summary>
+    /// <see cref="RepositoryOptions.MaxConcurrentRequests"/> chunks ahead (memory stays bounded).</summary>
     /// <param name="destination">Where the disk goes.</param>
     /// <param name="cancellationToken">Cancels the copy.</param>
     /// <returns>A task.</returns>
     public async Task CopyToAsync(Stream destination, CancellationToken cancellationToken = default)
     {
-        var window = Math.Max(1, _repository.Options.MaxParallelism * 2);
+        var window = Math.Max(_repository.Options.MaxParallelism, _repository.Options.MaxConcurrentRequests);
         var pending = Channel.CreateBounded<Task<(byte[] Buffer, int Length)>>(window);
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var producer = Task.Run(

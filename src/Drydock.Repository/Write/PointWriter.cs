@@ -22,6 +22,7 @@ public sealed class PointWriter : IAsyncDisposable
     private readonly Channel<ChunkWork> _queue;
     private readonly Task[] _workers;
     private readonly CancellationTokenSource _abort = new();
+    private readonly SemaphoreSlim _cpu;
     private readonly ConcurrentDictionary<ChunkId, byte> _present = new();
     private readonly ConcurrentDictionary<ChunkId, byte> _repaired = new();
     private readonly HashSet<ChunkId> _quarantined;
@@ -37,7 +38,10 @@ public sealed class PointWriter : IAsyncDisposable
         _lease = lease;
         _quarantined = quarantined;
         StartedAt = startedAt;
-        var workers = Math.Max(1, repository.Options.MaxParallelism);
+        // Workers = requests in flight; the CPU stage inside them is limited to MaxParallelism at a time.
+        var cpu = Math.Max(1, repository.Options.MaxParallelism);
+        _cpu = new SemaphoreSlim(cpu, cpu);
+        var workers = Math.Max(cpu, repository.Options.MaxConcurrentRequests);
         _queue = Channel.CreateBounded<ChunkWork>(new BoundedChannelOptions(Math.Max(1, repository.Options.QueueDepth))
         {
             SingleReader = false,
@@ -287,6 +291,7 @@ public sealed class PointWriter : IAsyncDisposable
 
         await _lease.ReleaseAsync(CancellationToken.None);
         _abort.Dispose();
+        _cpu.Dispose();
     }
 
     internal static async Task<PointWriter> StartAsync(BackupRepository repository, PointRequest request, CancellationToken cancellationToken)
@@ -411,14 +416,24 @@ public sealed class PointWriter : IAsyncDisposable
     private async Task ProcessAsync(ChunkWork work, byte[] sealedBuffer, CancellationToken cancellationToken)
     {
         var data = work.Buffer.AsMemory(0, work.Length);
-        if (!data.Span.ContainsAnyExcept((byte)0))
+        var codec = _repository.Codec;
+        ChunkId id;
+        await _cpu.WaitAsync(cancellationToken);
+        try
         {
-            work.Disk.Complete(work, ChunkId.Zero, ChunkOutcome.Zero, 0);
-            return;
+            if (!data.Span.ContainsAnyExcept((byte)0))
+            {
+                work.Disk.Complete(work, ChunkId.Zero, ChunkOutcome.Zero, 0);
+                return;
+            }
+
+            id = codec.ComputeId(data.Span);
+        }
+        finally
+        {
+            _cpu.Release();
         }
 
-        var codec = _repository.Codec;
-        var id = codec.ComputeId(data.Span);
         var name = ObjectNames.Chunk(id);
         var repair = _quarantined.Contains(id) && !_repaired.ContainsKey(id);
         if (!repair && (_present.ContainsKey(id) || (!_quarantined.Contains(id) && await _repository.Store.ExistsAsync(name, cancellationToken))))
@@ -429,7 +444,17 @@ public sealed class PointWriter : IAsyncDisposable
         }
 
         var key = id.ToArray();
-        var length = codec.Seal(ObjectType.Chunk, key, data.Span, sealedBuffer);
+        int length;
+        await _cpu.WaitAsync(cancellationToken);
+        try
+        {
+            length = codec.Seal(ObjectType.Chunk, key, data.Span, sealedBuffer);
+        }
+        finally
+        {
+            _cpu.Release();
+        }
+
         var payload = sealedBuffer.AsMemory(0, length);
         try
         {
