@@ -26,7 +26,8 @@ fi
 
 # Azurite (the Azure Storage emulator) from npm, for the Azure Blob backend's tests. The fixture in
 # tests/Drydock.TestKit/Azurite finds it here; DRYDOCK_AZURITE (path to azurite-blob) overrides.
-AZURITE_PREFIX="${DRYDOCK_AZURITE_PREFIX:-$HOME/.cache/drydock/azurite}"
+AZURITE_PREFIX="${DRYDOCK_AZURITE_PREFIX:-${HOME:-/root}/.cache/drydock/azurite}"
+export DRYDOCK_AZURITE_PREFIX="$AZURITE_PREFIX"
 if [ -z "${DRYDOCK_AZURITE:-}" ] && [ ! -x "$AZURITE_PREFIX/node_modules/.bin/azurite-blob" ]; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "test.sh: installing npm (for Azurite)" >&2
