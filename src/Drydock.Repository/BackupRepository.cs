@@ -113,6 +113,7 @@ public sealed partial class BackupRepository : IDisposable
             // The config is never encrypted: it says whether the rest is.
             var sealedConfig = UnencryptedConfig(repository, signed);
             await store.PutAsync(ObjectNames.Config, sealedConfig, BlobCondition.CreateOnly, cancellationToken);
+            await store.FlushAsync(cancellationToken);
         }
         catch (BlobAlreadyExistsException)
         {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
@@ -20,6 +21,7 @@ public sealed class FileSystemBlobStore : IBlobStore
 
     private readonly string _root;
     private readonly FileSystemBlobStoreOptions _options;
+    private readonly ConcurrentDictionary<string, byte> _dirtyDirectories = new(StringComparer.Ordinal);
 
     /// <summary>Opens (and creates if needed) a store at <see cref="FileSystemBlobStoreOptions.Root"/>.</summary>
     /// <param name="options">The options.</param>
@@ -88,10 +90,20 @@ public sealed class FileSystemBlobStore : IBlobStore
 
             if (_options.Durable)
             {
-                FsyncDirectory(directory, name);
-                foreach (var parent in created)
+                var directories = created.Select(c => Path.GetDirectoryName(c)!).Prepend(directory);
+                if (_options.DeferDirectorySync)
                 {
-                    FsyncDirectory(Path.GetDirectoryName(parent)!, name);
+                    foreach (var d in directories)
+                    {
+                        _dirtyDirectories.TryAdd(d, 0);
+                    }
+                }
+                else
+                {
+                    foreach (var d in directories)
+                    {
+                        FsyncDirectory(d, name);
+                    }
                 }
             }
 
@@ -232,6 +244,29 @@ public sealed class FileSystemBlobStore : IBlobStore
         }
 
         return new BlobListPage(items, more && names.Count > 0 ? names[^1] : null);
+    }
+
+    /// <inheritdoc />
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        foreach (var directory in _dirtyDirectories.Keys)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (_dirtyDirectories.TryRemove(directory, out _))
+            {
+                try
+                {
+                    FsyncDirectory(directory, Path.GetRelativePath(_root, directory));
+                }
+                catch
+                {
+                    _dirtyDirectories.TryAdd(directory, 0);
+                    throw;
+                }
+            }
+        }
+
+        return Task.CompletedTask;
     }
 
     /// <summary>Removes temp files left by writers that died (older than <paramref name="olderThan"/>).</summary>

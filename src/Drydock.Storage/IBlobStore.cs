@@ -57,4 +57,11 @@ public interface IBlobStore
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>The page and the token for the next one (<see langword="null"/> at the end).</returns>
     Task<BlobListPage> ListPageAsync(string prefix, string? continuation, int maxResults, CancellationToken cancellationToken = default);
+
+    /// <summary>Makes every put that has completed durable, for stores that defer part of that work (the filesystem
+    /// store batches directory fsyncs here). Callers flush before publishing anything that refers to earlier objects.
+    /// A put's object is never visible torn, flushed or not.</summary>
+    /// <param name="cancellationToken">Cancels the flush.</param>
+    /// <returns>A task.</returns>
+    Task FlushAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;
 }

@@ -32,6 +32,24 @@ public sealed class RoundTripTests
     }
 
     [Fact]
+    public async Task Commit_flushes_the_store_before_indexes_and_before_the_manifest()
+    {
+        await using var t = await CreateAsync();
+        var flushesAt = new Dictionary<string, int>();
+        t.Store.OnPut = (name, _) =>
+        {
+            var prefix = name[..name.IndexOf('/', StringComparison.Ordinal)];
+            flushesAt.TryAdd(prefix, t.Store.Flushes);
+            return null;
+        };
+        var before = t.Store.Flushes;
+        await t.BackupFullAsync(DomainA, Image(4, 9));
+        Assert.True(flushesAt["indexes"] > before, "chunks flushed before the first index");
+        Assert.True(flushesAt["points"] > flushesAt["indexes"], "indexes flushed before the manifest");
+        Assert.True(t.Store.Flushes > flushesAt["points"], "the manifest flushed before commit returns");
+    }
+
+    [Fact]
     public async Task Compression_algorithm_is_recorded_per_object()
     {
         await using var t = await CreateAsync(encrypt: false, CompressionAlgorithm.Brotli);

@@ -49,6 +49,14 @@ public sealed class FaultyStore(IBlobStore inner) : IBlobStore
 
     public Task<BlobListPage> ListPageAsync(string prefix, string? continuation, int maxResults, CancellationToken cancellationToken = default)
         => inner.ListPageAsync(prefix, continuation, maxResults, cancellationToken);
+
+    public int Flushes;
+
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        Interlocked.Increment(ref Flushes);
+        return inner.FlushAsync(cancellationToken);
+    }
 }
 
 /// <summary>A small repository in memory with a manual clock, and helpers to back up and restore byte arrays.</summary>

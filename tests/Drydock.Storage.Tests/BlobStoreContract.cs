@@ -42,6 +42,19 @@ public abstract class BlobStoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Flush_after_puts_keeps_every_object()
+    {
+        for (var i = 0; i < 5; i++)
+        {
+            await Store.PutAsync($"flush/{i % 2}/o{i}", new byte[i + 1], BlobCondition.CreateOnly, Ct);
+        }
+
+        await Store.FlushAsync(Ct);
+        await Store.FlushAsync(Ct);
+        Assert.Equal(5, (await Store.ListAsync("flush/", Ct).ToListAsync(Ct)).Count);
+    }
+
+    [Fact]
     public async Task Empty_object_round_trips()
     {
         await Store.PutAsync("empty", ReadOnlyMemory<byte>.Empty, BlobCondition.CreateOnly, Ct);

@@ -103,3 +103,24 @@ public sealed class FileSystemBlobStoreTests : BlobStoreContract
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(_root!, ".tmp")));
     }
 }
+
+/// <summary>The same contract with a directory fsync inside every put instead of batched in FlushAsync.</summary>
+public sealed class FileSystemBlobStoreImmediateSyncTests : BlobStoreContract
+{
+    private string? _root;
+
+    protected override Task<IBlobStore> CreateStoreAsync()
+    {
+        _root = Directory.CreateTempSubdirectory("drydock-fs-sync-").FullName;
+        return Task.FromResult<IBlobStore>(new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = _root, DeferDirectorySync = false }));
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_root is not null)
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+    }
+}

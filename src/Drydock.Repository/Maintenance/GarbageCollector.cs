@@ -182,6 +182,7 @@ internal sealed class GarbageCollector(BackupRepository repository)
         }
 
         await WriteMarkerAsync(markerName!, Finished(marker), cancellationToken);
+        await repository.Store.FlushAsync(cancellationToken);
         await DeleteOldMarkersAsync(markerName!, cutoff, cancellationToken);
         BackupRepository.LogGc(repository.Logger, candidates.Count, orphanIndexes.Count, live.Count);
         return new GcReport(live.Count, candidates.Count, orphanIndexes.Count, young, bytes, markerName, DryRun: false);
@@ -200,8 +201,12 @@ internal sealed class GarbageCollector(BackupRepository repository)
         OrphanIndexes = marker.OrphanIndexes,
     };
 
-    private Task WriteMarkerAsync(string name, GcMarkerDocument marker, CancellationToken cancellationToken)
-        => repository.WriteSignedAsync(name, ObjectType.GcMarker, "gc", marker, RepositoryJsonContext.Default.GcMarkerDocument, BlobCondition.Overwrite, cancellationToken);
+    private async Task WriteMarkerAsync(string name, GcMarkerDocument marker, CancellationToken cancellationToken)
+    {
+        // Durable before anything is deleted: a committing writer must be able to find it after a crash.
+        await repository.WriteSignedAsync(name, ObjectType.GcMarker, "gc", marker, RepositoryJsonContext.Default.GcMarkerDocument, BlobCondition.Overwrite, cancellationToken);
+        await repository.Store.FlushAsync(cancellationToken);
+    }
 
     private async Task<DiskIndex> ReadUnownedIndexAsync(ChunkId id, BlobProperties properties, CancellationToken cancellationToken)
     {

@@ -77,6 +77,7 @@ internal sealed class Pruner(BackupRepository repository)
                     Reason = "retention",
                 };
                 await repository.WriteSignedAsync(ObjectNames.Tombstone(point), ObjectType.Tombstone, "tombstone", tombstone, RepositoryJsonContext.Default.TombstoneDocument, BlobCondition.Overwrite, cancellationToken);
+                await repository.Store.FlushAsync(cancellationToken);
                 await repository.Store.DeleteAsync(ObjectNames.Manifest(point), null, cancellationToken);
                 BackupRepository.LogPruned(repository.Logger, point, "retention");
             }

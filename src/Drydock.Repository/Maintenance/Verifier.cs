@@ -177,6 +177,7 @@ internal sealed class Verifier(BackupRepository repository)
             recordName = ObjectNames.VerifyPrefix + record.FinishedAt.UtcDateTime.ToString("yyyyMMdd'T'HHmmssfff'Z'", CultureInfo.InvariantCulture)
                          + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
             await repository.WriteSignedAsync(recordName, ObjectType.VerifyRecord, "verify", record, RepositoryJsonContext.Default.VerifyRecordDocument, BlobCondition.CreateOnly, cancellationToken);
+            await repository.Store.FlushAsync(cancellationToken);
         }
 
         return new VerifyReport(record, recordName, bad);

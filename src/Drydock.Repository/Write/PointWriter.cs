@@ -180,6 +180,9 @@ public sealed class PointWriter : IAsyncDisposable
                 throw Failure();
             }
 
+            // Chunks durable before any index names them; indexes durable before the manifest; the manifest
+            // durable before the commit is reported.
+            await _repository.Store.FlushAsync(cancellationToken);
             var disks = new List<DiskManifest>();
             var referenced = new HashSet<ChunkId>();
             foreach (var disk in _disks)
@@ -197,6 +200,7 @@ public sealed class PointWriter : IAsyncDisposable
                 disks.Add(disk.ToManifest(indexId, inherited));
             }
 
+            await _repository.Store.FlushAsync(cancellationToken);
             await CheckConcurrentGcAsync(referenced, cancellationToken);
 
             var now = _repository.Time.GetUtcNow();
@@ -241,6 +245,7 @@ public sealed class PointWriter : IAsyncDisposable
                 }
             }
 
+            await _repository.Store.FlushAsync(cancellationToken);
             foreach (var id in _repaired.Keys)
             {
                 await _repository.Store.DeleteAsync(ObjectNames.Quarantine(id), null, cancellationToken);
