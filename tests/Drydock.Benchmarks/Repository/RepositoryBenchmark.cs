@@ -148,7 +148,8 @@ public static class RepositoryBenchmark
     private static async Task<int> ChildAsync(string[] args)
     {
         var (mode, file, repoPath, chunkSize) = (args[0], args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
-        var store = new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = repoPath });
+        // DRYDOCK_BENCH_NO_FSYNC=1 measures the pipeline without fsync (the peers do not fsync either).
+        var store = new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = repoPath, Durable = Environment.GetEnvironmentVariable("DRYDOCK_BENCH_NO_FSYNC") != "1" });
         var options = new RepositoryOptions();
         var watch = new Stopwatch();
         if (mode == "write")
