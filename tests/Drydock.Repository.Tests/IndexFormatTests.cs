@@ -107,3 +107,31 @@ public sealed class IndexFormatTests
     public void An_unknown_index_version_is_refused()
         => Assert.Contains("version 2", Reject(Edit(Valid(), b => BinaryPrimitives.WriteUInt16BigEndian(b[4..], 2))), StringComparison.Ordinal);
 }
+
+/// <summary>The compression decision of the object codec.</summary>
+public sealed class CompressionDecisionTests
+{
+    private static byte[] Seal(byte[] plain)
+    {
+        using var keys = Drydock.Repository.Crypto.RepositoryKeys.Derive(new byte[32], Guid.NewGuid(), "k");
+        var codec = new ObjectCodec(Guid.NewGuid(), keys, encrypt: true, Drydock.Repository.Compression.CompressionAlgorithm.Zstd, 1);
+        return codec.Seal(ObjectType.Chunk, new byte[32], plain);
+    }
+
+    [Fact]
+    public void Random_chunks_are_stored_raw()
+    {
+        var plain = RandomNumberGenerator.GetBytes(1 << 20);
+        Assert.Equal(0, Seal(plain)[6]);
+    }
+
+    [Fact]
+    public void A_chunk_that_is_random_only_at_its_start_is_still_compressed()
+    {
+        var plain = new byte[1 << 20];
+        RandomNumberGenerator.Fill(plain.AsSpan(0, 300 * 1024));
+        var sealedObject = Seal(plain);
+        Assert.NotEqual(0, sealedObject[6]);
+        Assert.True(sealedObject.Length < 400 * 1024);
+    }
+}

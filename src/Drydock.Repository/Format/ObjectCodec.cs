@@ -90,7 +90,8 @@ public sealed class ObjectCodec
         try
         {
             ReadOnlySpan<byte> body;
-            if (algorithm != CompressionAlgorithm.None && ChunkCompressor.TryCompress(algorithm, Level, plaintext, scratch, out var compressed))
+            if (algorithm != CompressionAlgorithm.None && !LooksIncompressible(algorithm, plaintext, scratch)
+                && ChunkCompressor.TryCompress(algorithm, Level, plaintext, scratch, out var compressed))
             {
                 body = scratch.AsSpan(0, compressed);
             }
@@ -277,6 +278,28 @@ public sealed class ObjectCodec
         var plain = new byte[length];
         Open(sealedObject, objectKey, plain, where);
         return plain;
+    }
+
+    /// <summary>Compresses three 16 KiB samples (start, middle, end) of a large plaintext; if none shrinks by 3 %, the
+    /// whole is treated as incompressible (random data, already-compressed or encrypted files) and stored raw
+    /// without spending a full compression pass on it.</summary>
+    private bool LooksIncompressible(CompressionAlgorithm algorithm, ReadOnlySpan<byte> plaintext, Span<byte> scratch)
+    {
+        const int Sample = 16 * 1024;
+        if (plaintext.Length < 16 * Sample)
+        {
+            return false;
+        }
+
+        foreach (var start in (ReadOnlySpan<int>)[0, (plaintext.Length / 2) - (Sample / 2), plaintext.Length - Sample])
+        {
+            if (ChunkCompressor.TryCompress(algorithm, Level, plaintext.Slice(start, Sample), scratch, out var written) && written < Sample * 97 / 100)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static void Decompress(CompressionAlgorithm algorithm, ReadOnlySpan<byte> payload, Span<byte> destination, RepositoryLocationInfo where)
