@@ -23,6 +23,7 @@ public static class DrydockCli
         root.Subcommands.Add(version);
         root.Subcommands.Add(NbdCommands.Build());
         root.Subcommands.Add(DemoCommand.Build());
+        root.Subcommands.Add(RepoCommands.Build());
         return root;
     }
 
