@@ -17,6 +17,9 @@ switch (args.FirstOrDefault())
         return await Drydock.Benchmarks.Runtime.RuntimeBenchmark.RunAsync(args[1..]);
     case { } name when name.StartsWith("repository", StringComparison.Ordinal):
         return await Drydock.Benchmarks.Repository.RepositoryBenchmark.RunAsync(args);
+    case "nbd-copy-steady" when args.Length > 1:
+        Console.Out.WriteLine($"{await NbdCopySteadyState.MedianSecondsAsync(args[1], Option("--runs", 5), CancellationToken.None):0.000}");
+        return 0;
     case null or "-h" or "--help":
         Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
         Console.Error.WriteLine("       Drydock.Benchmarks runtime | repository … (see their sections in docs/BENCHMARKS.md)");

@@ -85,7 +85,7 @@ public sealed class NbdCopier
         // without passing through a dispatcher.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _stop = stop;
-        var ranges = Channel.CreateBounded<(ulong Offset, int Length)>(new BoundedChannelOptions(_options.RequestsInFlight * 4)
+        var ranges = Channel.CreateBounded<CopyRange>(new BoundedChannelOptions(_options.RequestsInFlight * 4)
         {
             SingleWriter = true,
             FullMode = BoundedChannelFullMode.Wait,
@@ -110,7 +110,7 @@ public sealed class NbdCopier
         return new NbdCopyResult(size, (ulong)_bytesRead, (ulong)_bytesWritten, (ulong)_bytesSkipped, useMap);
     }
 
-    private async Task PlanAsync(ChannelWriter<(ulong Offset, int Length)> ranges, ulong size, bool useMap, uint requestSize)
+    private async Task PlanAsync(ChannelWriter<CopyRange> ranges, ulong size, bool useMap, uint requestSize)
     {
         var stop = _stop!;
         try
@@ -131,7 +131,7 @@ public sealed class NbdCopier
 
                     for (var at = extent.Offset; at < extent.End; at += requestSize)
                     {
-                        await ranges.WriteAsync((at, (int)Math.Min(requestSize, extent.End - at)), stop.Token);
+                        await ranges.WriteAsync(new CopyRange(at, (int)Math.Min(requestSize, extent.End - at)), stop.Token);
                     }
                 }
             }
@@ -146,16 +146,18 @@ public sealed class NbdCopier
         }
     }
 
-    private async Task WorkAsync(INbdCopyDestination destination, ChannelReader<(ulong Offset, int Length)> ranges, int bufferSize)
+    private async Task WorkAsync(INbdCopyDestination destination, ChannelReader<CopyRange> ranges, int bufferSize)
     {
         var stop = _stop!;
-        var buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+        byte[]? buffer = null;
         try
         {
             while (await ranges.WaitToReadAsync(stop.Token))
             {
                 while (ranges.TryRead(out var range))
                 {
+                    // Rented on first use: a small export never touches most workers' buffers.
+                    buffer ??= ArrayPool<byte>.Shared.Rent(bufferSize);
                     var data = buffer.AsMemory(0, range.Length);
                     await _client.ReadAsync(range.Offset, data, stop.Token);
                     Interlocked.Add(ref _bytesRead, range.Length);
@@ -174,9 +176,16 @@ public sealed class NbdCopier
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
+
+    // A class, not a tuple: generic framework code over reference types is precompiled (ReadyToRun),
+    // over our value types it would be compiled at start-up.
+    private sealed record CopyRange(ulong Offset, int Length);
 
     // The first error is the one reported; the cancellations it causes in other workers are its consequences.
     private async Task FailAsync(Exception error, CancellationTokenSource stop)
