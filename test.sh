@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the real-service tests start (see ../shared/REAL-STACK.md).
-DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd)
+DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd libvirt-daemon-system libvirt-clients)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
