@@ -887,18 +887,19 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 : $"Checkpoint '{since}' does not exist on domain '{uuid}'.");
         }
 
-        var bitmapName = checkpoint.Disks.FirstOrDefault(d => d.Target == disk.Target)?.Bitmap;
-        if (bitmapName is null)
+        if (checkpoint.Disks.FirstOrDefault(d => d.Target == disk.Target)?.Bitmap is null)
         {
             return new FullReadReason(FullReadCode.BitmapMissing, $"Checkpoint '{since}' does not cover disk '{disk.Target}'.");
         }
 
-        if (health.Bitmaps.FirstOrDefault(b => b.Bitmap == bitmapName) is { } bitmap)
+        if (health.CanServeAsBase(since, out var reason))
         {
-            return bitmap.Usable ? null : new FullReadReason(bitmap.Inconsistent ? FullReadCode.BitmapInconsistent : FullReadCode.BitmapMissing, $"The bitmap of checkpoint '{since}' on disk '{disk.Target}' is unusable: {bitmap.Problem}");
+            return null;
         }
 
-        return null;
+        return reason!.Code == FullReadCode.BitmapMissing
+            ? reason with { Message = $"libvirt has checkpoint '{since}' but disk '{disk.Target}' has no bitmap for it (image replaced, converted or restored)." }
+            : reason;
     }
 
     private (BackupServer Server, Func<string, NbdUri> EndpointFor) CreateServer(string captureId)
@@ -1230,19 +1231,24 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                     continue;
                 }
 
-                var found = actual?.FirstOrDefault(b => b.Name == bitmapName);
-                bitmaps.Add(found is not null
-                    ? ToHealth(checkpoint.Name, found, hasMetadata: true)
-                    : new BitmapHealth
+                if (actual is null)
+                {
+                    // State unknown: libvirt still checks the bitmap when a capture begins, and the driver then falls back.
+                    bitmaps.Add(new BitmapHealth
                     {
                         Checkpoint = checkpoint.Name,
                         Bitmap = bitmapName,
                         Persistent = true,
-                        Usable = actual is null && unknownReason is not null,
-                        Problem = actual is null
-                            ? $"state unknown ({unknownReason}); libvirt checks it when the capture begins"
-                            : $"libvirt has checkpoint '{checkpoint.Name}' but disk '{disk.Target}' has no bitmap '{bitmapName}' (image replaced, converted or restored)",
+                        Usable = true,
+                        Problem = $"state unknown ({unknownReason}); libvirt checks it when the capture begins",
                     });
+                }
+                else if (actual.FirstOrDefault(b => b.Name == bitmapName) is { } found)
+                {
+                    bitmaps.Add(ToHealth(checkpoint.Name, found, hasMetadata: true));
+                }
+
+                // Known to be missing (image replaced, converted or restored; F06): no entry, so the disk cannot serve.
             }
 
             foreach (var extra in actual?.Where(b => !bitmaps.Any(h => h.Bitmap == b.Name)) ?? [])
