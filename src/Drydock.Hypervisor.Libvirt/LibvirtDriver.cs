@@ -580,6 +580,13 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }, cancellationToken, request.NewCheckpoint);
 
             var outcome = await WaitForPushAsync(uuid, completion, cancellationToken);
+            await RunAsync("wait for the push backup to end", LibvirtOperationKind.General, uuid, () =>
+            {
+                // JOB_COMPLETED comes before libvirt has closed the target files: wait until the job is gone.
+                using var domain = OpenDomain(uuid);
+                WaitForJobEnd(domain, uuid, "push");
+                return true;
+            }, CancellationToken.None);
             LogPushFinished(uuid, outcome.Succeeded);
             if (!outcome.Succeeded)
             {
