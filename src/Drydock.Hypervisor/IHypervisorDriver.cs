@@ -161,7 +161,10 @@ public interface IHypervisorDriver : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the call.</param>
     Task ResumeAsync(string domainId, CancellationToken cancellationToken = default);
 
-    /// <summary>Stops a domain at once (power off; no guest shutdown).</summary>
+    /// <summary>
+    /// Stops a domain at once (power off; no guest shutdown). As with libvirt's destroy, the hypervisor process is
+    /// asked to end first so that it stores the bitmaps (checkpoints survive), and is killed only if it does not.
+    /// </summary>
     /// <param name="domainId">The domain.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     Task DestroyAsync(string domainId, CancellationToken cancellationToken = default);

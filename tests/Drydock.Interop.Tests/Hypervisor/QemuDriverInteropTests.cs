@@ -1,0 +1,157 @@
+using System.Text.Json.Nodes;
+using Drydock.Hypervisor;
+using Drydock.Hypervisor.Contract;
+using Drydock.Hypervisor.Qemu.Qmp;
+using Drydock.Nbd.Client;
+using Drydock.Nbd.Protocol;
+using Drydock.TestKit;
+using QmpClient = Drydock.Hypervisor.Qemu.Qmp.QmpClient;
+using QmpException = Drydock.Hypervisor.Qemu.Qmp.QmpException;
+using Xunit;
+
+namespace Drydock.Interop.Tests.Hypervisor;
+
+/// <summary>What the QEMU driver does beyond the contract, against a real qemu-storage-daemon.</summary>
+public sealed class QemuDriverInteropTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Capture_is_refused_while_a_writer_bypasses_the_front_node()
+    {
+        await using var h = await QemuContractHarness.CreateAsync(new ContractDomainSpec(), Ct);
+        var qmp = await h.HarnessQmpAsync(Ct);
+        // A second writer straight on the format node: its writes would change the "snapshot" silently.
+        await qmp.ExecuteAsync("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "rogue", ["node-name"] = "fmt-vdb", ["name"] = "rogue", ["writable"] = true }, Ct);
+
+        var refused = await Assert.ThrowsAsync<CaptureFailedException>(() => h.Driver.BeginCaptureAsync(CaptureRequest.Full(h.DomainId, h.Targets), Ct));
+        Assert.Equal("vdb", refused.Target);
+        Assert.Contains("bypass", refused.Message, StringComparison.Ordinal);
+
+        await qmp.ExecuteAsync("block-export-del", new JsonObject { ["id"] = "rogue" }, Ct);
+        await qmp.WaitForEventAsync("BLOCK_EXPORT_DELETED", cancellationToken: Ct);
+        Assert.Empty(await h.FindLeftoversAsync(Ct));
+    }
+
+    [Fact]
+    public async Task A_capture_cancelled_while_it_is_set_up_leaves_nothing_behind()
+    {
+        await using var h = await QemuContractHarness.CreateAsync(new ContractDomainSpec(), Ct);
+        var qmp = await h.HarnessQmpAsync(Ct);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        // Cancel as soon as the first fleece image exists: the driver is then midway through its steps.
+        var trigger = Task.Run(async () =>
+        {
+            await qmp.WaitForEventAsync("JOB_STATUS_CHANGE", e => e.GetProperty("data").GetProperty("status").GetString() == "concluded", cancellationToken: Ct);
+            await cancel.CancelAsync();
+        }, Ct);
+
+        try
+        {
+            var capture = await h.Driver.BeginCaptureAsync(CaptureRequest.Full(h.DomainId, h.Targets, DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch)), cancel.Token);
+            // Rare: the whole set-up finished before the cancellation landed.
+            await h.Driver.ReleaseCaptureAsync(h.DomainId, capture.Id, CaptureOutcome.Abandoned, Ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        await trigger;
+        Assert.Empty(await h.FindLeftoversAsync(Ct));
+        Assert.Empty(await h.Driver.ListCheckpointsAsync(h.DomainId, Ct));
+    }
+
+    [Fact]
+    public async Task An_instance_killed_while_a_capture_is_set_up_fails_it_and_leaves_no_files()
+    {
+        await using var h = await QemuContractHarness.CreateAsync(new ContractDomainSpec(), Ct);
+        var qmp = await h.HarnessQmpAsync(Ct);
+        var pid = h.LivePid()!.Value;
+        var killer = Task.Run(async () =>
+        {
+            await qmp.WaitForEventAsync("JOB_STATUS_CHANGE", e => e.GetProperty("data").GetProperty("status").GetString() == "concluded", cancellationToken: Ct);
+            await Drydock.TestKit.ProcessRunner.RunAsync("kill", ["-KILL", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)], Ct);
+        }, Ct);
+
+        try
+        {
+            var capture = await h.Driver.BeginCaptureAsync(CaptureRequest.Full(h.DomainId, h.Targets), Ct);
+            await killer;
+            await h.Driver.ReleaseCaptureAsync(h.DomainId, capture.Id, CaptureOutcome.Abandoned, Ct);
+        }
+        catch (HypervisorException)
+        {
+            // Expected: the monitor vanished mid-way.
+        }
+
+        await killer;
+        while (h.LivePid() is not null)
+        {
+            await Task.Delay(20, Ct);
+        }
+
+        // Whatever the driver could not undo in the dead instance died with it; its files must be gone.
+        foreach (var capture in await h.Driver.ListCapturesAsync(h.DomainId, Ct))
+        {
+            await h.Driver.ReleaseCaptureAsync(h.DomainId, capture.Id, CaptureOutcome.Abandoned, Ct);
+        }
+
+        Assert.Empty(await h.FindLeftoversAsync(Ct));
+    }
+
+    [Fact]
+    public async Task The_snapshot_export_is_read_only_and_reports_holes()
+    {
+        await using var h = await QemuContractHarness.CreateAsync(new ContractDomainSpec(), Ct);
+        await h.WriteAsync("vda", 4 * 1024 * 1024, new byte[65536].Fill(3), Ct);
+        var capture = await h.Driver.BeginCaptureAsync(CaptureRequest.Full(h.DomainId, ["vda"]), Ct);
+        var options = new NbdClientOptions();
+        options.MetaContexts.Add(NbdContexts.BaseAllocation);
+        await using (var client = await NbdClient.ConnectAsync(capture.Disk("vda").Endpoint, options, Ct))
+        {
+            Assert.True(client.Export.IsReadOnly);
+            var map = await client.MapAsync(cancellationToken: Ct);
+            var data = map[NbdContexts.BaseAllocation].Where(e => !e.IsHole).ToList();
+            Assert.Contains(data, e => e.Offset <= 4 * 1024 * 1024 && e.End >= 4 * 1024 * 1024 + 65536);
+            Assert.True(data.Sum(e => (long)e.Length) < 16 * 1024 * 1024, "most of the fresh disk reads as holes");
+            await Assert.ThrowsAsync<NotSupportedException>(() => client.WriteAsync(0, new byte[512], cancellationToken: Ct));
+        }
+
+        await h.Driver.ReleaseCaptureAsync(h.DomainId, capture.Id, CaptureOutcome.Abandoned, Ct);
+        Assert.Empty(await h.FindLeftoversAsync(Ct));
+    }
+
+    [Fact]
+    public async Task Qmp_client_matches_replies_by_id_among_events_and_keeps_qemus_error()
+    {
+        using var directory = TestDirectory.Create("qmp-client");
+        var image = await QemuImage.CreateQcow2Async(directory.File("disk.qcow2"), 16 << 20, Ct);
+        var monitor = directory.SocketPath("second.sock");
+        await using var daemon = await QemuStorageDaemon.StartAsync([
+            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
+            "--blockdev", $"driver=file,node-name=f0,filename={image}", "--blockdev", "driver=qcow2,node-name=d0,file=f0"], cancellationToken: Ct);
+        await using var qmp = await QmpClient.ConnectAsync(monitor, cancellationToken: Ct);
+        Assert.Equal(7, qmp.QemuVersion!.Major);
+
+        var error = await Assert.ThrowsAsync<QmpException>(() => qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = "d0", ["name"] = "nope" }, Ct));
+        Assert.Equal("GenericError", error.ErrorClass);
+        Assert.Equal("Dirty bitmap 'nope' not found", error.Description);
+        Assert.Equal("CommandNotFound", (await Assert.ThrowsAsync<QmpException>(() => qmp.ExecuteAsync("no-such-command", cancellationToken: Ct))).ErrorClass);
+
+        // Many commands in flight while the job's events arrive between their replies.
+        using var events = qmp.SubscribeEvents(e => e.Name == "JOB_STATUS_CHANGE");
+        var scratch = directory.File("scratch.raw");
+        var create = qmp.CreateImageAsync("job-1", new JsonObject { ["driver"] = "file", ["filename"] = scratch, ["size"] = 1 << 20 }, TimeSpan.FromSeconds(60), Ct);
+        var queries = Enumerable.Range(0, 20).Select(_ => qmp.QueryNamedBlockNodesAsync(Ct)).ToList();
+        await create;
+        Assert.All(await Task.WhenAll(queries), nodes => Assert.Contains(nodes, n => n.NodeName == "d0" && n.Driver == "qcow2" && n.VirtualSize == 16 << 20));
+        Assert.True(File.Exists(scratch));
+        Assert.Equal("created", (await events.WaitAsync(_ => true, TimeSpan.FromSeconds(60), Ct)).DataString("status"));
+
+        // The daemon going away fails what is in flight and ends the subscription.
+        await daemon.Process.StopAsync(cancellationToken: Ct);
+        await Assert.ThrowsAsync<QmpConnectionException>(() => qmp.ExecuteAsync("query-version", cancellationToken: Ct));
+        Assert.NotNull(await qmp.Closed);
+        Assert.False(qmp.IsConnected);
+    }
+}
