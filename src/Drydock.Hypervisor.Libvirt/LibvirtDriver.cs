@@ -330,6 +330,24 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         {
             using var domain = OpenDomain(domainId);
             var uuid = LibvirtConnection.GetUuid(domain);
+
+            // Validate first where QEMU can tell which disk's bitmap is unusable; libvirt's own validation follows.
+            if (ReadNodeBitmaps(domain, uuid) is { } nodes)
+            {
+                var domainXml = DomainXml.Parse(LibvirtConnection.GetXmlDesc(domain));
+                foreach (var disk in document.BitmapDisks)
+                {
+                    var bitmaps = domainXml.FindDisk(disk.Target)?.FormatNodeName is { } node && nodes.TryGetValue(node, out var list) ? list : [];
+                    var bitmap = bitmaps.FirstOrDefault(b => b.Name == disk.Bitmap);
+                    if (bitmap is null || bitmap.Inconsistent)
+                    {
+                        throw new CheckpointInconsistentException(uuid, document.Name, disk.Target, bitmap is null
+                            ? $"disk '{disk.Target}' has no bitmap '{disk.Bitmap}'."
+                            : $"the bitmap '{disk.Bitmap}' of disk '{disk.Target}' is inconsistent.");
+                    }
+                }
+            }
+
             try
             {
                 LibvirtConnection.CreateCheckpoint(domain, checkpointXml, NativeMethods.CheckpointCreateRedefine | NativeMethods.CheckpointCreateRedefineValidate);
@@ -407,16 +425,31 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             using var domain = OpenDomain(domainId);
             var uuid = LibvirtConnection.GetUuid(domain);
             var state = MapState(LibvirtConnection.GetState(domain));
-            if (state is not (DomainState.ShutOff or DomainState.Crashed))
+            if (state is not (DomainState.ShutOff or DomainState.Crashed or DomainState.Paused))
             {
-                throw new DomainStateException(uuid, state, "open a writable restore export",
-                    "libvirt 9.0 has no writable export API and QEMU refuses a writable NBD export of a started domain's disk "
-                    + "(the guest device does not share write permission): shut the domain off, restore, then start it paused");
+                throw new DomainStateException(uuid, state, "open a writable restore export");
             }
 
             if (_restores.Values.Any(r => r.DomainId == uuid))
             {
                 throw new DomainBusyException(uuid, null, "A restore export of this domain is open.");
+            }
+
+            if (LibvirtConnection.BackupGetXmlDesc(domain) is { } jobXml)
+            {
+                throw new DomainBusyException(uuid, CaptureIdOf(BackupXml.Parse(jobXml)), "A backup job is running on the domain.");
+            }
+
+            // libvirt 9.0 has no writable export API, and QEMU refuses a writable NBD export of a started domain's disk
+            // (the guest device does not share write permission). A paused domain's guest state cannot survive its disks
+            // being rewritten anyway, so QEMU is stopped (cleanly: bitmaps are stored), the images are served by
+            // qemu-nbd, and closing the export starts the domain paused again. Those internal stop/start events are not
+            // published.
+            var restartPaused = state == DomainState.Paused;
+            if (restartPaused)
+            {
+                _events.Suppress(uuid, DomainEventKind.Stopped);
+                LibvirtConnection.Destroy(domain);
             }
 
             var domainXml = DomainXml.Parse(LibvirtConnection.GetXmlDesc(domain, NativeMethods.DomainXmlInactive));
@@ -437,18 +470,20 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                         Path.Combine(_options.SocketDirectory, $"{id}.{disk.Target}.sock"), size, _options.RestoreExportStartTimeout));
                 }
             }
-            catch (InvalidOperationException ex)
+            catch (Exception ex)
             {
                 processes.ForEach(p => p.Dispose());
-                throw new HypervisorException($"Could not open a restore export of domain '{uuid}' on host '{HostName}': {ex.Message}", uuid, innerException: ex);
-            }
-            catch
-            {
-                processes.ForEach(p => p.Dispose());
-                throw;
+                if (restartPaused)
+                {
+                    RestartPaused(domain, uuid);
+                }
+
+                throw ex is InvalidOperationException
+                    ? new HypervisorException($"Could not open a restore export of domain '{uuid}' on host '{HostName}': {ex.Message}", uuid, innerException: ex)
+                    : ex;
             }
 
-            _restores[id] = new RestoreRecord(uuid, processes);
+            _restores[id] = new RestoreRecord(uuid, processes, restartPaused);
             LogRestoreExport(id, uuid, "opened");
             return new RestoreExport
             {
@@ -470,6 +505,19 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             foreach (var process in record.Processes)
             {
                 process.Dispose();
+            }
+
+            if (record.RestartPaused)
+            {
+                try
+                {
+                    using var domain = OpenDomain(record.DomainId);
+                    RestartPaused(domain, record.DomainId);
+                }
+                catch (LibvirtNativeException ex)
+                {
+                    throw LibvirtErrorMapper.Map(ex.Error, LibvirtOperationKind.General, "start the domain paused again after the restore", HostName, record.DomainId);
+                }
             }
 
             LogRestoreExport(exportId, record.DomainId, "closed");
@@ -509,7 +557,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         }, cancellationToken);
 
     /// <inheritdoc/>
-    public IAsyncEnumerable<DomainEvent> WatchEventsAsync(CancellationToken cancellationToken = default) => _events.SubscribeAsync(cancellationToken);
+    public IAsyncEnumerable<DomainEvent> WatchEventsAsync(CancellationToken cancellationToken = default) => _events.Subscribe(cancellationToken);
 
     /// <summary>
     /// A push-mode backup: libvirt copies the chosen disks (in full, or the blocks changed since a checkpoint) into qcow2
@@ -582,9 +630,15 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             var outcome = await WaitForPushAsync(uuid, completion, cancellationToken);
             await RunAsync("wait for the push backup to end", LibvirtOperationKind.General, uuid, () =>
             {
-                // JOB_COMPLETED comes before libvirt has closed the target files: wait until the job is gone.
+                // JOB_COMPLETED comes before libvirt has closed the target files: wait until the job is gone and
+                // QEMU has let go of every file (its image lock is released when the target node is deleted).
                 using var domain = OpenDomain(uuid);
                 WaitForJobEnd(domain, uuid, "push");
+                foreach (var file in files.Values.Where(File.Exists))
+                {
+                    _tools.WaitUntilUnlocked(file, JobEndTimeout);
+                }
+
                 return true;
             }, CancellationToken.None);
             LogPushFinished(uuid, outcome.Succeeded);
@@ -715,9 +769,10 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
 
         foreach (var disk in request.Disks)
         {
-            if (disk.SinceCheckpoint is not null && disk.SinceCheckpoint.Contains('\'', StringComparison.Ordinal))
+            if (disk.SinceCheckpoint is not null)
             {
-                throw new ArgumentException($"Checkpoint name '{disk.SinceCheckpoint}' is malformed.", nameof(request));
+                // Never read changes since a checkpoint another tool owns (F15): its bitmap is not ours to trust.
+                DrydockNames.ValidateOwnedCheckpoint(request.DomainId, disk.SinceCheckpoint);
             }
         }
     }
@@ -872,6 +927,13 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             ReleaseCore(domain, uuid, captureId, CaptureOutcome.Abandoned, request.NewCheckpoint);
             throw;
         }
+    }
+
+    private void RestartPaused(DomainSafeHandle domain, string uuid)
+    {
+        _events.Suppress(uuid, DomainEventKind.Started);
+        _events.Suppress(uuid, DomainEventKind.Paused);
+        LibvirtConnection.Start(domain, paused: true);
     }
 
     private static bool IsBaseUnusable(LibvirtErrorInfo error) =>
@@ -1447,5 +1509,5 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         public int? Port { get; init; }
     }
 
-    private sealed record RestoreRecord(string DomainId, List<RestoreExportProcess> Processes);
+    private sealed record RestoreRecord(string DomainId, List<RestoreExportProcess> Processes, bool RestartPaused);
 }

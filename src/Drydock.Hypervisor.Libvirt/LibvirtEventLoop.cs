@@ -28,6 +28,12 @@ internal static class LibvirtEventLoop
                 return;
             }
 
+            // libvirt's default error handler prints every error to stderr; the driver reports them itself.
+            unsafe
+            {
+                NativeMethods.virSetErrorFunc(0, &IgnoreError);
+            }
+
             if (NativeMethods.virEventRegisterDefaultImpl() < 0)
             {
                 throw new LibvirtNativeException(nameof(NativeMethods.virEventRegisterDefaultImpl), LibvirtErrorInfo.TakeLast(nameof(NativeMethods.virEventRegisterDefaultImpl)));
@@ -36,6 +42,11 @@ internal static class LibvirtEventLoop
             _thread = new Thread(Run) { IsBackground = true, Name = "libvirt-event-loop" };
             _thread.Start();
         }
+    }
+
+    [System.Runtime.InteropServices.UnmanagedCallersOnly(CallConvs = [typeof(System.Runtime.CompilerServices.CallConvCdecl)])]
+    private static void IgnoreError(nint userData, nint error)
+    {
     }
 
     private static void Run()

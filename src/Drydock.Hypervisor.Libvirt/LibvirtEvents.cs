@@ -38,6 +38,7 @@ internal sealed unsafe class LibvirtEvents : IDisposable
     private readonly List<int> _callbackIds = [];
     private readonly ConcurrentDictionary<Subscriber, byte> _subscribers = new();
     private readonly ConcurrentDictionary<string, TaskCompletionSource<LibvirtJobCompletion>> _jobWaiters = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<(string DomainId, DomainEventKind Kind), int> _suppressed = new();
 
     private LibvirtEvents(LibvirtConnection connection, string hostName, TimeProvider timeProvider)
     {
@@ -67,8 +68,11 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         }
     }
 
-    /// <summary>A new subscription to lifecycle events; ends when <paramref name="cancellationToken"/> fires.</summary>
-    public async IAsyncEnumerable<DomainEvent> SubscribeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>
+    /// A new subscription to lifecycle events from this call on (not from the first enumeration); it ends when
+    /// <paramref name="cancellationToken"/> fires.
+    /// </summary>
+    public IAsyncEnumerable<DomainEvent> Subscribe(CancellationToken cancellationToken)
     {
         var subscriber = new Subscriber(Channel.CreateBounded<DomainEvent>(new BoundedChannelOptions(SubscriberCapacity)
         {
@@ -76,6 +80,16 @@ internal sealed unsafe class LibvirtEvents : IDisposable
             FullMode = BoundedChannelFullMode.Wait,
         }));
         _subscribers[subscriber] = 0;
+        subscriber.Registration = cancellationToken.Register(() =>
+        {
+            _subscribers.TryRemove(subscriber, out _);
+            subscriber.Channel.Writer.TryComplete();
+        });
+        return ReadAsync(subscriber, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<DomainEvent> ReadAsync(Subscriber subscriber, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         try
         {
             while (await subscriber.Channel.Reader.WaitToReadAsync(cancellationToken))
@@ -89,6 +103,7 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         finally
         {
             _subscribers.TryRemove(subscriber, out _);
+            await subscriber.Registration.DisposeAsync();
         }
     }
 
@@ -105,6 +120,13 @@ internal sealed unsafe class LibvirtEvents : IDisposable
 
     /// <summary>Stops waiting for a domain's job.</summary>
     public void StopWaitingForJob(string domainId) => _jobWaiters.TryRemove(domainId, out _);
+
+    /// <summary>
+    /// Drops the next <paramref name="kind"/> event of a domain: the driver stops and starts a paused domain around a
+    /// restore export, and those internal transitions are not the domain's lifecycle.
+    /// </summary>
+    public void Suppress(string domainId, DomainEventKind kind) =>
+        _suppressed.AddOrUpdate((domainId, kind), 1, (_, count) => count + 1);
 
     /// <summary>Publishes an event the driver itself observed (e.g. a capture that broke).</summary>
     public void Publish(DomainEvent domainEvent)
@@ -178,8 +200,18 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         _callbackIds.Add(callbackId);
     }
 
-    private void Emit(string domainId, DomainEventKind kind, string? detail = null) =>
+    private void Emit(string domainId, DomainEventKind kind, string? detail = null)
+    {
+        while (_suppressed.TryGetValue((domainId, kind), out var count))
+        {
+            if (count <= 1 ? _suppressed.TryRemove(new KeyValuePair<(string, DomainEventKind), int>((domainId, kind), count)) : _suppressed.TryUpdate((domainId, kind), count - 1, count))
+            {
+                return;
+            }
+        }
+
         Publish(new DomainEvent(domainId, kind, _timeProvider.GetUtcNow()) { HostName = _hostName, Detail = detail });
+    }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnLifecycle(nint connection, nint domain, int eventType, int detail, nint opaque)
@@ -219,6 +251,8 @@ internal sealed unsafe class LibvirtEvents : IDisposable
     private sealed class Subscriber(Channel<DomainEvent> channel)
     {
         private int _lost;
+
+        public CancellationTokenRegistration Registration { get; set; }
 
         public Channel<DomainEvent> Channel { get; } = channel;
 

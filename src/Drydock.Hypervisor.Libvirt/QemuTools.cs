@@ -20,6 +20,25 @@ internal sealed class QemuTools(LibvirtDriverOptions options)
     public void RemoveBitmap(string imagePath, string bitmap) =>
         Run(options.QemuImgPath, ["bitmap", "--remove", "-f", "qcow2", imagePath, bitmap]);
 
+    /// <summary>Waits until no process holds QEMU's write lock on an image (a plain <c>qemu-img info</c> succeeds).</summary>
+    /// <exception cref="InvalidOperationException">Still locked after <paramref name="timeout"/>.</exception>
+    public void WaitUntilUnlocked(string imagePath, TimeSpan timeout)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                Run(options.QemuImgPath, ["info", "--output=json", imagePath]);
+                return;
+            }
+            catch (InvalidOperationException) when (waited.Elapsed < timeout)
+            {
+                Thread.Sleep(20);
+            }
+        }
+    }
+
     /// <summary>Runs a tool and returns its standard output.</summary>
     /// <exception cref="InvalidOperationException">It failed or timed out; the message has its standard error.</exception>
     public static string Run(string program, IReadOnlyList<string> arguments)

@@ -143,6 +143,9 @@ internal static unsafe partial class NativeMethods
     public static partial void virResetLastError();
 
     [LibraryImport(Library)]
+    public static partial void virSetErrorFunc(nint userData, delegate* unmanaged[Cdecl]<nint, nint, void> handler);
+
+    [LibraryImport(Library)]
     public static partial int virEventRegisterDefaultImpl();
 
     [LibraryImport(Library)]

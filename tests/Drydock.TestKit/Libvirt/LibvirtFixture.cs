@@ -83,7 +83,7 @@ public sealed class LibvirtFixture : Xunit.IAsyncLifetime
         var diskXml = string.Concat(disks.Select(d => string.Create(CultureInfo.InvariantCulture,
             $"""
                 <disk type='file' device='disk'>
-                  <driver name='qemu' type='{d.Format}'/>
+                  <driver name='qemu' type='{d.Format}' discard='unmap'/>
                   <source file='{images[d.Target]}'/>
                   <target dev='{d.Target}' bus='virtio'/>
                 </disk>
