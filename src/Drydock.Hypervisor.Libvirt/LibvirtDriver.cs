@@ -801,8 +801,14 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
         }
 
-        var health = ComputeHealth(domain, domainXml, state).ToDictionary(h => h.Target, StringComparer.Ordinal);
-        var checkpoints = LibvirtConnection.ListCheckpoints(domain).ToDictionary(c => c.Name, c => CheckpointXml.Parse(c.Xml), StringComparer.Ordinal);
+        // Bitmap state matters only for incremental/differential disks: a full capture skips the QEMU monitor round trip.
+        var incremental = disks.Any(d => d.Request.SinceCheckpoint is not null);
+        var health = incremental
+            ? ComputeHealth(domain, domainXml, state).ToDictionary(h => h.Target, StringComparer.Ordinal)
+            : new Dictionary<string, DiskHealth>(StringComparer.Ordinal);
+        var checkpoints = incremental
+            ? LibvirtConnection.ListCheckpoints(domain).ToDictionary(c => c.Name, c => CheckpointXml.Parse(c.Xml), StringComparer.Ordinal)
+            : new Dictionary<string, CheckpointDocument>(StringComparer.Ordinal);
         var fullReasons = new Dictionary<string, FullReadReason>(StringComparer.Ordinal);
         foreach (var (diskRequest, disk) in disks)
         {
@@ -1083,7 +1089,12 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             WaitForJobEnd(domain, uuid, captureId);
         }
 
-        newCheckpoint ??= FindCaptureCheckpoint(domain, captureId);
+        // A capture this instance started knows its checkpoint; one left by another process is found by its tag.
+        if (record is null)
+        {
+            newCheckpoint ??= FindCaptureCheckpoint(domain, captureId);
+        }
+
         found |= newCheckpoint is not null && outcome == CaptureOutcome.Abandoned;
         if (!found)
         {
