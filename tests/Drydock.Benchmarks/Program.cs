@@ -5,9 +5,11 @@ using Drydock.Benchmarks;
 // with --write, into docs/BENCHMARKS.md between the scenario's markers.
 //
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
+//   dotnet run -c Release --project tests/Drydock.Benchmarks -- libvirt-capture-latency [--runs 10] [--write]   (root: starts libvirtd)
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
     Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/drydock.dll] [--write]");
+    Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
     return 2;
 }
 
@@ -17,7 +19,7 @@ var runs = Option("--runs", 3);
 var write = args.Contains("--write");
 var repository = FindRepository();
 var drydock = OptionText("--drydock") ?? Path.Combine(repository, "silo-host", "Drydock.SiloHost", "bin", "Release", "net10.0", "drydock.dll");
-if (!File.Exists(drydock))
+if (scenario == "nbd-copy" && !File.Exists(drydock))
 {
     Console.Error.WriteLine($"drydock not built at {drydock}: run `dotnet build -c Release silo-host/Drydock.SiloHost` first, or pass --drydock");
     return 1;
@@ -35,6 +37,9 @@ switch (scenario)
 {
     case "nbd-copy":
         section = await new NbdCopyBenchmark(sizeMiB * 1024L * 1024, runs, drydock, Console.Error).RunAsync(cancel.Token);
+        break;
+    case "libvirt-capture-latency":
+        section = await new LibvirtCaptureLatencyBenchmark(Option("--runs", 10), Console.Error).RunAsync(cancel.Token);
         break;
     default:
         Console.Error.WriteLine($"unknown scenario {scenario}");
