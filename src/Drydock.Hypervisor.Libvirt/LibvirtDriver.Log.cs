@@ -31,4 +31,7 @@ public sealed partial class LibvirtDriver
 
     [LoggerMessage(9, LogLevel.Information, "Push backup of domain {DomainId} finished: success {Success}")]
     private partial void LogPushFinished(string domainId, bool success);
+
+    [LoggerMessage(10, LogLevel.Warning, "Capture {CaptureId} of domain {DomainId} broken: the domain paused on an I/O error; job aborted, domain resumed")]
+    private partial void LogCaptureBroken(string captureId, string domainId);
 }

@@ -122,6 +122,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 }
             }, cancellationToken);
             var driver = new LibvirtDriver(options, clock, log, worker, connection, events, hostName);
+            events.PausedOnIoError = driver.OnPausedOnIoError;
             driver.LogConnected(options.Uri, hostName, version);
             return driver;
         }
@@ -745,6 +746,53 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         6 => DomainState.Crashed,
         _ => DomainState.Unknown,
     };
+
+    /// <summary>
+    /// F17 on libvirt 9.0: libvirt runs pull backups without QEMU's <c>on-cbw-error=break-snapshot</c>, so when the scratch
+    /// space runs out the guest's write fails and QEMU pauses the domain (error policy <c>enospc</c>), the write kept for
+    /// a retry. When that happens during one of this driver's captures, the driver breaks the snapshot instead of the
+    /// guest: it aborts the backup job (the capture's reads then fail), publishes <see cref="DomainEventKind.CaptureBroken"/>
+    /// and resumes the domain, which retries the write without the copy-before-write step.
+    /// </summary>
+    private void OnPausedOnIoError(string uuid)
+    {
+        var capture = _captures.FirstOrDefault(c => c.Value.DomainId == uuid).Key;
+        if (capture is null || Volatile.Read(ref _disposed) == 1)
+        {
+            return;
+        }
+
+        _ = _worker.RunAsync(() =>
+        {
+            try
+            {
+                using var domain = OpenDomain(uuid);
+                if (LibvirtConnection.BackupGetXmlDesc(domain) is { } xml && CaptureIdOf(BackupXml.Parse(xml)) == capture)
+                {
+                    LibvirtConnection.AbortJob(domain);
+                    WaitForJobEnd(domain, uuid, capture);
+                    _events.Publish(new DomainEvent(uuid, DomainEventKind.CaptureBroken, _timeProvider.GetUtcNow())
+                    {
+                        HostName = HostName,
+                        CaptureId = capture,
+                        Detail = "the domain paused on an I/O error during the capture (scratch space exhausted?): the backup job was aborted and the domain resumed",
+                    });
+                    if (MapState(LibvirtConnection.GetState(domain)) == DomainState.Paused)
+                    {
+                        LibvirtConnection.Resume(domain);
+                    }
+
+                    LogCaptureBroken(capture, uuid);
+                }
+            }
+            catch (Exception ex) when (ex is LibvirtNativeException or HypervisorException or FormatException)
+            {
+                LogCleanupFailed(capture, uuid, "breaking the capture after an I/O error pause", ex.Message);
+            }
+
+            return true;
+        }, CancellationToken.None);
+    }
 
     [GeneratedRegex("^(" + CapturePrefix + "[0-9a-f]{8})\\.")]
     private static partial Regex CaptureIdPattern();

@@ -213,12 +213,22 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         Publish(new DomainEvent(domainId, kind, _timeProvider.GetUtcNow()) { HostName = _hostName, Detail = detail });
     }
 
+    /// <summary>
+    /// Called (on the event loop thread: hand work off, never block) when a domain pauses on an I/O error
+    /// (SUSPENDED/IOERROR): the driver checks whether a capture's scratch space ran out (F17).
+    /// </summary>
+    public Action<string>? PausedOnIoError { get; set; }
+
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnLifecycle(nint connection, nint domain, int eventType, int detail, nint opaque)
     {
         if (Registry.TryGetValue(opaque, out var events) && MapLifecycle(eventType, detail) is { } kind && LibvirtConnection.GetUuid(domain) is { } id)
         {
             events.Emit(id, kind, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"libvirt event {eventType} detail {detail}"));
+            if (eventType == 3 && detail == 2)
+            {
+                events.PausedOnIoError?.Invoke(id);
+            }
         }
 
         return 0;

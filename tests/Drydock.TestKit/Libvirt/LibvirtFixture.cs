@@ -160,13 +160,31 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
     /// </summary>
     public async Task WriteAsync(string target, long offset, long length, byte pattern, CancellationToken cancellationToken = default)
     {
+        await QemuIoAsync(target, string.Create(CultureInfo.InvariantCulture, $"write -P 0x{pattern:x2} {offset} {length}"), cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs a <c>qemu-io</c> command on a disk's virtio device through HMP. qemu-io prints to QEMU's stdout, which libvirt
+    /// writes to the domain log (not to the monitor reply), so a failure is read from the log lines the command added.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">qemu-io reported a failure; the message has its words.</exception>
+    public async Task QemuIoAsync(string target, string command, CancellationToken cancellationToken = default)
+    {
         var index = _disks.ToList().FindIndex(d => d.Target == target);
-        var command = string.Create(CultureInfo.InvariantCulture,
-            $"qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"write -P 0x{pattern:x2} {offset} {length}\"");
-        var result = await LibvirtDaemon.VirshAsync(["qemu-monitor-command", Name, "--hmp", command], cancellationToken);
-        if (result.StandardOutput.Contains("error", StringComparison.OrdinalIgnoreCase) || result.StandardOutput.Contains("failed", StringComparison.OrdinalIgnoreCase))
+        var log = $"/var/log/libvirt/qemu/{Name}.log";
+        var before = File.Exists(log) ? new FileInfo(log).Length : 0;
+        await LibvirtDaemon.VirshAsync(["qemu-monitor-command", Name, "--hmp",
+            string.Create(CultureInfo.InvariantCulture, $"qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{command}\"")], cancellationToken);
+        if (File.Exists(log))
         {
-            throw new InvalidOperationException($"qemu-io write on {Name}/{target} failed: {result.StandardOutput}");
+            await using var stream = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            stream.Position = Math.Min(before, stream.Length);
+            var added = await new StreamReader(stream).ReadToEndAsync(cancellationToken);
+            var failure = added.Split('\n').FirstOrDefault(l => l.Contains("failed", StringComparison.OrdinalIgnoreCase) || l.Contains("error", StringComparison.OrdinalIgnoreCase));
+            if (failure is not null)
+            {
+                throw new InvalidOperationException($"qemu-io '{command}' on {Name}/{target} failed: {failure.Trim()}");
+            }
         }
     }
 

@@ -14,12 +14,12 @@ public sealed class LibvirtCollection : ICollectionFixture<LibvirtFixture>
 /// <summary>Driver construction and libvirt-side assertions shared by the libvirt tests.</summary>
 internal static class LibvirtTestSupport
 {
-    public static Task<LibvirtDriver> ConnectAsync(LibvirtFixture fixture, CancellationToken cancellationToken) =>
+    public static Task<LibvirtDriver> ConnectAsync(LibvirtFixture fixture, CancellationToken cancellationToken, string? scratchDirectory = null) =>
         LibvirtDriver.ConnectAsync(new LibvirtDriverOptions
         {
             Uri = LibvirtDaemon.Uri,
             SocketDirectory = fixture.SocketDirectory,
-            ScratchDirectory = fixture.ScratchDirectory,
+            ScratchDirectory = scratchDirectory ?? fixture.ScratchDirectory,
             WorkerThreads = 2,
         }, cancellationToken: cancellationToken);
 

@@ -27,15 +27,21 @@ internal sealed class LibvirtContractHarness : ContractHarness
     private readonly LibvirtFixture _fixture;
     private readonly LibvirtTestDomain _domain;
     private readonly List<LibvirtDriver> _abandoned = [];
+    private readonly string _scratch;
+    private readonly string? _limitedScratch;
     private LibvirtDriver _driver;
     private int _files;
 
-    private LibvirtContractHarness(LibvirtFixture fixture, LibvirtTestDomain domain, LibvirtDriver driver)
+    private LibvirtContractHarness(LibvirtFixture fixture, LibvirtTestDomain domain, LibvirtDriver driver, string? limitedScratch)
     {
         _fixture = fixture;
         _domain = domain;
         _driver = driver;
+        _limitedScratch = limitedScratch;
+        _scratch = limitedScratch ?? fixture.ScratchDirectory;
     }
+
+    public override bool FleeceLimited => _limitedScratch is not null;
 
     public override IHypervisorDriver Driver => _driver;
 
@@ -48,15 +54,31 @@ internal sealed class LibvirtContractHarness : ContractHarness
         var disks = Enumerable.Range(0, spec.Disks)
             .Select(i => new TestDiskSpec("vd" + (char)('a' + i), (long)spec.DiskSize, spec.RawLastDisk && i == spec.Disks - 1 ? ImageFormat.Raw : ImageFormat.Qcow2))
             .ToList();
-        var domain = await fixture.CreateDomainAsync(disks, start: true, cancellationToken);
+        var domain = await fixture.CreateDomainAsync(disks, start: false, cancellationToken);
+        string? limited = null;
         try
         {
-            await LibvirtDaemon.VirshAsync(["resume", domain.Name], cancellationToken);
-            var driver = await LibvirtTestSupport.ConnectAsync(fixture, cancellationToken);
-            return new LibvirtContractHarness(fixture, domain, driver);
+            if (spec.LimitedFleece && Environment.UserName == "root")
+            {
+                // F17: scratch files on a 1 MiB tmpfs, mounted before QEMU starts: libvirt gives QEMU a private mount
+                // namespace copied from the host's at start, so later mounts are invisible to it.
+                limited = Path.Combine(domain.DirectoryPath, "scratch-1m");
+                Directory.CreateDirectory(limited);
+                await ProcessRunner.RunAsync("mount", ["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", limited], cancellationToken);
+            }
+
+            await LibvirtDaemon.VirshAsync(["start", domain.Name], cancellationToken);
+
+            var driver = await LibvirtTestSupport.ConnectAsync(fixture, cancellationToken, limited);
+            return new LibvirtContractHarness(fixture, domain, driver, limited);
         }
         catch
         {
+            if (limited is not null)
+            {
+                await ProcessRunner.RunAsync("umount", ["-l", limited], new ProcessRunOptions { ThrowOnNonZeroExit = false }, CancellationToken.None);
+            }
+
             await domain.DisposeAsync();
             throw;
         }
@@ -72,6 +94,13 @@ internal sealed class LibvirtContractHarness : ContractHarness
         {
             await HmpQemuIoAsync(target, string.Create(CultureInfo.InvariantCulture, $"write -s {file} {offset} {data.Length}"), cancellationToken);
         }
+        catch (InvalidOperationException ex) when (_limitedScratch is not null && ex.Message.Contains("No space left on device", StringComparison.Ordinal))
+        {
+            // Observed on libvirt 9.0 + QEMU 7.2: libvirt's pull backup does not set QEMU's on-cbw-error=break-snapshot,
+            // so a full scratch fails the guest's write (a virtio request would pause the domain; the driver then aborts
+            // the job and resumes it). The contract's outcome cannot be met here: skip with what happened.
+            Assert.Skip($"libvirt 9.0 fails the guest's write when the scratch space is full instead of breaking the snapshot: {ex.Message}");
+        }
         finally
         {
             File.Delete(file);
@@ -83,6 +112,12 @@ internal sealed class LibvirtContractHarness : ContractHarness
 
     public override async Task<byte[]> ReadLiveAsync(string target, ulong offset, int length, CancellationToken cancellationToken = default)
     {
+        // A domain paused on an I/O error holds the failed write for a retry: the guest sees its disk once it runs again.
+        for (var i = 0; i < 200 && (await LibvirtDaemon.VirshAsync(["domstate", "--reason", _domain.Name], cancellationToken)).StandardOutput.Contains("I/O error", StringComparison.Ordinal); i++)
+        {
+            await Task.Delay(100, cancellationToken);
+        }
+
         // Flush the guest's writes (data and qcow2 metadata), then read the image beside the running QEMU.
         await HmpQemuIoAsync(target, "flush", cancellationToken);
         var spec = _domain.Disks.Single(d => d.Target == target);
@@ -111,7 +146,7 @@ internal sealed class LibvirtContractHarness : ContractHarness
             leftovers.Add("backup job " + job.StandardOutput.Trim());
         }
 
-        leftovers.AddRange(Directory.EnumerateFiles(_fixture.ScratchDirectory, LibvirtDriver.CapturePrefix + "*").Select(f => "scratch file " + f));
+        leftovers.AddRange(Directory.EnumerateFiles(_scratch, LibvirtDriver.CapturePrefix + "*").Select(f => "scratch file " + f));
         leftovers.AddRange(Directory.EnumerateFileSystemEntries(_fixture.SocketDirectory, DrydockNames.Prefix + "*").Select(f => "socket " + f));
         var checkpoints = (await LibvirtDaemon.VirshAsync(["checkpoint-list", "--name", _domain.Name], cancellationToken)).StandardOutput
             .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
@@ -194,28 +229,35 @@ internal sealed class LibvirtContractHarness : ContractHarness
     {
         // A dying process releases nothing: keep the old instance (undisposed until the harness ends) and open another.
         _abandoned.Add(_driver);
-        _driver = await LibvirtTestSupport.ConnectAsync(_fixture, cancellationToken);
+        _driver = await LibvirtTestSupport.ConnectAsync(_fixture, cancellationToken, _limitedScratch);
     }
 
     public override async ValueTask DisposeAsync()
     {
+        // A test that ended early (failed or skipped) may leave a capture: release it so the next test starts clean.
+        try
+        {
+            await _driver.ReconcileAsync(new ReconcilePlan { DomainId = DomainId }, CancellationToken.None);
+        }
+        catch (HypervisorException)
+        {
+            // The domain may be gone or stopped; its files are removed with it.
+        }
+
         await _driver.DisposeAsync();
         foreach (var driver in _abandoned)
         {
             await driver.DisposeAsync();
         }
 
+        if (_limitedScratch is not null)
+        {
+            await ProcessRunner.RunAsync("umount", ["-l", _limitedScratch], new ProcessRunOptions { ThrowOnNonZeroExit = false }, CancellationToken.None);
+        }
+
         await _domain.DisposeAsync();
     }
 
-    private async Task HmpQemuIoAsync(string target, string command, CancellationToken cancellationToken)
-    {
-        var index = _domain.Disks.ToList().FindIndex(d => d.Target == target);
-        var hmp = string.Create(CultureInfo.InvariantCulture, $"qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{command}\"");
-        var result = await LibvirtDaemon.VirshAsync(["qemu-monitor-command", _domain.Name, "--hmp", hmp], cancellationToken);
-        if (result.StandardOutput.Contains("error", StringComparison.OrdinalIgnoreCase) || result.StandardOutput.Contains("failed", StringComparison.OrdinalIgnoreCase))
-        {
-            throw new InvalidOperationException($"qemu-io '{command}' on {_domain.Name}/{target} failed: {result.StandardOutput}");
-        }
-    }
+    private Task HmpQemuIoAsync(string target, string command, CancellationToken cancellationToken) =>
+        _domain.QemuIoAsync(target, command, cancellationToken);
 }
