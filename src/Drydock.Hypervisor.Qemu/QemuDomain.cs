@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using Drydock.Hypervisor.Qemu.Interop;
 using Drydock.Hypervisor.Qemu.Qmp;
@@ -24,8 +25,11 @@ internal sealed class QemuDomain(QemuDomainOptions options)
 
     public QmpClient? Qmp { get; set; }
 
-    /// <summary>Captures this driver instance started and has not released.</summary>
-    public Dictionary<string, QemuCapture> Captures { get; } = new(StringComparer.Ordinal);
+    /// <summary>The connection on which the NBD server was last seen running (a new instance needs it again).</summary>
+    public QmpClient? NbdServerCheckedOn { get; set; }
+
+    /// <summary>Captures this driver instance started and has not released (changed under <see cref="Lock"/>, read anywhere).</summary>
+    public ConcurrentDictionary<string, QemuCapture> Captures { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Set while the driver destroys the domain, so that its end is reported as a stop, not a crash.</summary>
     public bool DestroyRequested { get; set; }

@@ -210,7 +210,7 @@ public sealed partial class QemuDriver
         var capturedAt = _time.GetUtcNow();
         try
         {
-            await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken);
+            await EnsureNbdServerAsync(domain, qmp, cancellationToken);
 
             step = "writing the capture's record";
             var fleeceDirectory = domain.HostPath(domain.Options.FleeceDirectory);
@@ -375,7 +375,88 @@ public sealed partial class QemuDriver
         }
     }
 
+    private async Task EnsureNbdServerAsync(QemuDomain domain, QmpClient qmp, CancellationToken cancellationToken)
+    {
+        if (!ReferenceEquals(domain.NbdServerCheckedOn, qmp))
+        {
+            // QEMU 7.2 cannot say where a running NBD server listens: at least the configured socket must exist.
+            if (!await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken) && !File.Exists(domain.HostPath(domain.Options.NbdSocketPath)))
+            {
+                throw new HypervisorException(
+                    $"Domain '{domain.Id}' already runs an NBD server, not on {domain.Options.NbdSocketPath}: configure the socket it listens on (QemuDomainOptions.NbdSocketPath, or nbd= in a qemu: address).", domain.Id);
+            }
+
+            domain.NbdServerCheckedOn = qmp;
+        }
+    }
+
     private async Task<bool> ReleaseLockedAsync(QemuDomain domain, string id, CaptureOutcome outcome, CancellationToken cancellationToken)
+    {
+        // A capture this instance made is undone step by step from what it knows; anything unexpected, or a capture
+        // left by another process, is found and removed from the live graph instead.
+        if (domain.Captures.GetValueOrDefault(id) is { } made && domain.Qmp is { IsConnected: true } connected
+            && await TryReleaseKnownAsync(domain, connected, made, outcome, cancellationToken))
+        {
+            domain.Captures.TryRemove(id, out _);
+            Log.CaptureReleased(_logger, domain.Id, id, outcome);
+            return true;
+        }
+
+        return await ReleaseFoundAsync(domain, id, outcome, cancellationToken);
+    }
+
+    private async Task<bool> TryReleaseKnownAsync(QemuDomain domain, QmpClient qmp, QemuCapture capture, CaptureOutcome outcome, CancellationToken cancellationToken)
+    {
+        try
+        {
+            foreach (var disk in capture.Disks)
+            {
+                await qmp.DeleteExportAsync(CaptureNames.Export(capture.Id, disk.Index), _options.CommandTimeout, cancellationToken);
+                await IgnoreMissingAsync(() => qmp.BlockdevDelAsync(CaptureNames.Snapshot(capture.Id, disk.Index), cancellationToken));
+            }
+
+            await qmp.BlockdevReopenAsync(capture.Disks.Select(d => FrontOptions(domain.Options.Disks[d.Index], domain.Options.Disks[d.Index].NodeName)), cancellationToken);
+            foreach (var disk in capture.Disks)
+            {
+                var options = domain.Options.Disks[disk.Index];
+                await IgnoreMissingAsync(() => qmp.BlockdevDelAsync(CaptureNames.Filter(capture.Id, disk.Index), cancellationToken));
+                if (disk.TempBitmap is { } temp)
+                {
+                    await IgnoreMissingAsync(() => qmp.RemoveBitmapAsync(options.NodeName, temp, cancellationToken));
+                }
+
+                await IgnoreMissingAsync(() => qmp.BlockdevDelAsync(CaptureNames.Fleece(capture.Id, disk.Index), cancellationToken));
+                if (outcome == CaptureOutcome.Abandoned && disk.InNewCheckpoint && capture.NewCheckpoint is { } checkpoint)
+                {
+                    await IgnoreMissingAsync(() => qmp.RemoveBitmapAsync(options.NodeName, checkpoint, cancellationToken));
+                }
+
+                File.Delete(domain.HostPath(disk.FleecePath));
+            }
+
+            File.Delete(CaptureNames.Sidecar(domain.HostPath(domain.Options.FleeceDirectory), capture.Id));
+            return true;
+        }
+        catch (Exception ex) when (ex is QmpException or QmpConnectionException or TimeoutException or IOException or UnauthorizedAccessException)
+        {
+            Log.ReleaseStepFailed(_logger, domain.Id, capture.Id, "release it step by step", ex.Message);
+            return false;
+        }
+    }
+
+    private static async Task IgnoreMissingAsync(Func<Task> action)
+    {
+        try
+        {
+            await action();
+        }
+        catch (QmpException ex) when (ex.Description.Contains("not found", StringComparison.OrdinalIgnoreCase) || ex.Description.StartsWith("Failed to find node", StringComparison.Ordinal))
+        {
+            // Already gone.
+        }
+    }
+
+    private async Task<bool> ReleaseFoundAsync(QemuDomain domain, string id, CaptureOutcome outcome, CancellationToken cancellationToken)
     {
         var known = domain.Captures.GetValueOrDefault(id);
         var sidecar = ReadSidecar(domain, id);
@@ -498,7 +579,7 @@ public sealed partial class QemuDriver
             }
         }
 
-        domain.Captures.Remove(id);
+        domain.Captures.TryRemove(id, out _);
         if (failures.Count > 0)
         {
             throw new HypervisorException($"Capture '{id}' of domain '{domain.Id}' was not fully released: {string.Join("; ", failures)}.", domain.Id);

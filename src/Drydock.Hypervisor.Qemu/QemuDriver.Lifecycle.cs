@@ -32,12 +32,12 @@ public sealed partial class QemuDriver
                     }
                 }
 
-                if (domain.Captures.Count > 0)
+                if (domain.Captures.Keys.FirstOrDefault() is { } capture)
                 {
-                    throw new DomainBusyException(domainId, domain.Captures.Keys.First());
+                    throw new DomainBusyException(domainId, capture);
                 }
 
-                await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken);
+                await EnsureNbdServerAsync(domain, qmp, cancellationToken);
                 var nodes = await qmp.QueryNamedBlockNodesAsync(cancellationToken);
                 var exported = new List<RestoreExportDisk>();
                 foreach (var disk in disks)
@@ -302,7 +302,7 @@ public sealed partial class QemuDriver
     {
         try
         {
-            await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken);
+            await EnsureNbdServerAsync(domain, qmp, cancellationToken);
             var exports = await qmp.QueryBlockExportsAsync(cancellationToken);
             foreach (var disk in domain.Options.Disks.Where(d => d.GuestExportName is not null))
             {

@@ -5,10 +5,12 @@ using Drydock.Benchmarks;
 // with --write, into docs/BENCHMARKS.md between the scenario's markers.
 //
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
+//   dotnet run -c Release --project tests/Drydock.Benchmarks -- capture-latency [--runs 20] [--write]
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- libvirt-capture-latency [--runs 10] [--write]   (root: starts libvirtd)
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
     Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/drydock.dll] [--write]");
+    Console.Error.WriteLine("       Drydock.Benchmarks capture-latency [--runs N] [--write]");
     Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
     return 2;
 }
@@ -37,6 +39,9 @@ switch (scenario)
 {
     case "nbd-copy":
         section = await new NbdCopyBenchmark(sizeMiB * 1024L * 1024, runs, drydock, Console.Error).RunAsync(cancel.Token);
+        break;
+    case "capture-latency":
+        section = await new CaptureLatencyBenchmark(Option("--runs", 20), Console.Error).RunAsync(cancel.Token);
         break;
     case "libvirt-capture-latency":
         section = await new LibvirtCaptureLatencyBenchmark(Option("--runs", 10), Console.Error).RunAsync(cancel.Token);

@@ -36,6 +36,11 @@ internal sealed class AsyncByteBudget
     /// <summary>Takes <paramref name="bytes"/> (capped at the capacity) from the budget, waiting in line if needed.</summary>
     public ValueTask WaitAsync(long bytes, CancellationToken cancellationToken)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
         var charge = Charge(bytes);
         if (charge <= 0)
         {

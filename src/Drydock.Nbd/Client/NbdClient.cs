@@ -150,7 +150,9 @@ public sealed class NbdClient : IAsyncDisposable
             flags |= NbdCommandFlags.FastZero;
         }
 
-        return Split(NbdCommand.WriteZeroes, offset, length, MaxCommandLength, (at, piece, ct) =>
+        // Only a FAST_ZERO request may exceed the maximum block size (proto.md, "Block size constraints").
+        var maxPiece = (options & NbdZeroOptions.Fast) != 0 ? MaxCommandLength : MaxBlockLength;
+        return Split(NbdCommand.WriteZeroes, offset, length, maxPiece, (at, piece, ct) =>
             Pick().SendAsync(NbdCommand.WriteZeroes, flags, at, piece, default, default, ct), cancellationToken);
     }
 
@@ -179,7 +181,7 @@ public sealed class NbdClient : IAsyncDisposable
     {
         Require(NbdTransmissionFlags.SendCache, "CACHE");
         CheckRange(offset, length, "CACHE");
-        return Split(NbdCommand.Cache, offset, length, MaxCommandLength, (at, piece, ct) =>
+        return Split(NbdCommand.Cache, offset, length, MaxBlockLength, (at, piece, ct) =>
             Pick().SendAsync(NbdCommand.Cache, NbdCommandFlags.None, at, piece, default, default, ct), cancellationToken);
     }
 
@@ -279,6 +281,9 @@ public sealed class NbdClient : IAsyncDisposable
 
     // Largest length for commands without payload: a multiple of the minimum block size below 4 GiB.
     private uint MaxCommandLength => uint.MaxValue / Export.BlockSizes.Minimum * Export.BlockSizes.Minimum;
+
+    // Largest length for CACHE and WRITE_ZEROES without FAST_ZERO: the server's maximum block size.
+    private uint MaxBlockLength => Math.Min(Export.BlockSizes.Maximum, MaxCommandLength);
 
     // Largest BLOCK_STATUS length asked for: 2 GiB keeps every server's arithmetic comfortable.
     private uint MaxBlockStatusLength => Math.Min(0x8000_0000u, MaxCommandLength);

@@ -440,6 +440,12 @@ internal sealed partial class NbdConnection : IAsyncDisposable
                 break;
             case NbdReplyChunkType.OffsetData:
                 ExpectCommand(request, header, NbdCommand.Read);
+                if (header.Length < 9)
+                {
+                    // Checked before waiting for the offset, which would otherwise eat the next message.
+                    throw new NbdProtocolException($"NBD_REPLY_TYPE_OFFSET_DATA length {header.Length} is below the minimum of 9");
+                }
+
                 Ensure(8, atMessageBoundary: false);
                 var dataOffset = NbdTransmissionCodec.ReadOffsetDataOffset(_receive.AsSpan(_receiveStart), header.Length);
                 _receiveStart += 8;

@@ -278,50 +278,43 @@ internal sealed class NbdNegotiator
     private IReadOnlyList<string> ListMetaContexts()
     {
         SendOption(NbdOption.ListMetaContext, NbdHandshakeCodec.BuildMetaContextRequest(_exportName, []));
-        var names = new List<string>();
-        for (var replies = 0; ; replies++)
+        return ReadList(NbdOption.ListMetaContext, NbdOptionReplyType.MetaContext, payload =>
         {
-            CheckReplyCount(replies, NbdOption.ListMetaContext);
-            var (header, payload) = ReadReply(NbdOption.ListMetaContext);
-            switch (header.ReplyType)
-            {
-                case NbdOptionReplyType.MetaContext:
-                    NbdHandshakeCodec.ParseMetaContext(payload, out var name);
-                    names.Add(name);
-                    break;
-                case NbdOptionReplyType.Ack:
-                    ExpectEmpty(header, payload);
-                    return names;
-                case NbdOptionReplyType.ErrUnsupported:
-                case NbdOptionReplyType.ErrPolicy:
-                    return [];
-                default:
-                    throw Refused(header, payload, "listing metadata contexts");
-            }
-        }
+            NbdHandshakeCodec.ParseMetaContext(payload, out var name);
+            return name;
+        });
     }
 
     private IReadOnlyList<string> ListExports()
     {
         SendOption(NbdOption.List, ReadOnlySpan<byte>.Empty);
-        var names = new List<string>();
+        return ReadList(NbdOption.List, NbdOptionReplyType.Server, payload => NbdHandshakeCodec.ParseServer(payload, out _));
+    }
+
+    /// <summary>Reads the items of a listing option up to its ACK; a server that refuses to list gives an empty list.</summary>
+    private List<string> ReadList(NbdOption option, NbdOptionReplyType itemType, Func<byte[], string> parseItem)
+    {
+        var items = new List<string>();
         for (var replies = 0; ; replies++)
         {
-            CheckReplyCount(replies, NbdOption.List);
-            var (header, payload) = ReadReply(NbdOption.List);
+            CheckReplyCount(replies, option);
+            var (header, payload) = ReadReply(option);
+            if (header.ReplyType == itemType)
+            {
+                items.Add(parseItem(payload));
+                continue;
+            }
+
             switch (header.ReplyType)
             {
-                case NbdOptionReplyType.Server:
-                    names.Add(NbdHandshakeCodec.ParseServer(payload, out _));
-                    break;
                 case NbdOptionReplyType.Ack:
                     ExpectEmpty(header, payload);
-                    return names;
+                    return items;
                 case NbdOptionReplyType.ErrUnsupported:
                 case NbdOptionReplyType.ErrPolicy:
                     return [];
                 default:
-                    throw Refused(header, payload, "listing exports");
+                    throw Refused(header, payload, $"listing with {NbdNames.Option(option)}");
             }
         }
     }

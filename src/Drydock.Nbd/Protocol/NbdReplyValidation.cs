@@ -156,7 +156,7 @@ public sealed class NbdReadCoverage
 public sealed class NbdBlockStatusValidator
 {
     private readonly ulong _offset;
-    private readonly uint _length;
+    private readonly ulong _requestEnd;
     private readonly bool _requestOne;
     private readonly ulong _exportSize;
     private readonly IReadOnlyDictionary<uint, string> _contexts;
@@ -171,7 +171,7 @@ public sealed class NbdBlockStatusValidator
     public NbdBlockStatusValidator(ulong offset, uint length, bool requestOne, ulong exportSize, IReadOnlyDictionary<uint, string> contexts)
     {
         _offset = offset;
-        _length = length;
+        _requestEnd = checked(offset + length);
         _requestOne = requestOne;
         _exportSize = exportSize;
         _contexts = contexts;
@@ -199,12 +199,16 @@ public sealed class NbdBlockStatusValidator
         }
 
         var count = descriptors.Length / NbdSizes.BlockDescriptor;
+        if (count == 0 || descriptors.Length % NbdSizes.BlockDescriptor != 0)
+        {
+            throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name} carries {descriptors.Length} descriptor bytes, not a positive multiple of 8");
+        }
+
         if (_requestOne && count != 1)
         {
             throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name} has {count} extents although REQ_ONE asked for one");
         }
 
-        var requestEnd = _offset + _length;
         var at = _offset;
         for (var i = 0; i < count; i++)
         {
@@ -214,21 +218,23 @@ public sealed class NbdBlockStatusValidator
                 throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: extent {i} at offset {at} has length zero");
             }
 
-            if (at >= requestEnd)
+            if (at >= _requestEnd)
             {
                 // Only the final extent may reach past the requested range.
-                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: extent {i} starts at {at}, past the requested range ending at {requestEnd}");
+                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: extent {i} starts at {at}, past the requested range ending at {_requestEnd}");
+            }
+
+            // Compared without forming at + length first: near the top of the offset space the sum would wrap.
+            if (at > _exportSize || descriptor.Length > _exportSize - at)
+            {
+                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: extent of {descriptor.Length} bytes at {at} passes the export end {_exportSize}");
             }
 
             var end = at + descriptor.Length;
-            if (end > _exportSize)
-            {
-                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: extent [{at}, {end}) passes the export end {_exportSize}");
-            }
 
-            if (_requestOne && end > requestEnd)
+            if (_requestOne && end > _requestEnd)
             {
-                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: the REQ_ONE extent ends at {end}, past the request end {requestEnd}");
+                throw new NbdProtocolException($"NBD_REPLY_TYPE_BLOCK_STATUS for {name}: the REQ_ONE extent ends at {end}, past the request end {_requestEnd}");
             }
 
             extents.Add(new NbdExtent(at, descriptor.Length, descriptor.Flags));

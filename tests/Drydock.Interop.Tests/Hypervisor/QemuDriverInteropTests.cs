@@ -154,4 +154,45 @@ public sealed class QemuDriverInteropTests
         Assert.NotNull(await qmp.Closed);
         Assert.False(qmp.IsConnected);
     }
+
+    [Fact]
+    public async Task A_qemu_uri_attaches_to_a_running_daemon_and_discovers_its_disks()
+    {
+        using var directory = TestDirectory.Create("qemu-uri");
+        var image = await QemuImage.CreateQcow2Async(directory.File("vda.qcow2"), 16 << 20, Ct);
+        var monitor = directory.SocketPath("vm.sock");
+        await using var daemon = await QemuStorageDaemon.StartAsync([
+            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
+            "--blockdev", $"driver=file,node-name=fmt-vda-file,filename={image}", "--blockdev", "driver=qcow2,node-name=fmt-vda,file=fmt-vda-file",
+            "--blockdev", "driver=raw,node-name=front-vda,file=fmt-vda",
+            // An unused raw node is not a disk.
+            "--blockdev", "driver=raw,node-name=spare,file=fmt-vda-file,read-only=on"], cancellationToken: Ct);
+        await daemon.StartNbdServerAsync(cancellationToken: Ct);
+        await daemon.AddNbdExportAsync("guest", "front-vda", "vda", writable: true, cancellationToken: Ct);
+
+        // The daemon runs an NBD server already: one elsewhere than configured is refused with the reason.
+        await using (var elsewhere = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync($"unix:{monitor}?id=vm-1&nbd={directory.SocketPath("cap.sock")}", Ct))
+        {
+            var refused = await Assert.ThrowsAsync<HypervisorException>(() => elsewhere.BeginCaptureAsync(CaptureRequest.Full("vm-1", ["vda"]), Ct));
+            Assert.Contains("already runs an NBD server", refused.Message, StringComparison.Ordinal);
+            Assert.Empty(await elsewhere.ListCapturesAsync("vm-1", Ct));
+        }
+
+        await using var driver = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync($"unix:{monitor}?id=vm-1&nbd={daemon.NbdSocketPath}", Ct);
+
+        var domain = Assert.Single(await driver.ListDomainsAsync(Ct));
+        Assert.Equal("vm-1", domain.Id);
+        var disk = Assert.Single(domain.Disks);
+        Assert.Equal(("vda", DiskFormats.Qcow2, 16UL << 20), (disk.Target, disk.Format, disk.VirtualSize));
+        var capture = await driver.BeginCaptureAsync(CaptureRequest.Full("vm-1", ["vda"]), Ct);
+        await using (var client = await NbdClient.ConnectAsync(capture.Disk("vda").Endpoint, cancellationToken: Ct))
+        {
+            Assert.Equal(16UL << 20, client.Export.Size);
+        }
+
+        Assert.True(await driver.ReleaseCaptureAsync("vm-1", capture.Id, CaptureOutcome.Abandoned, Ct));
+        var nodes = (await daemon.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, Ct)).EnumerateArray().Select(n => n.GetProperty("node-name").GetString()).Order(StringComparer.Ordinal);
+        Assert.Equal(["fmt-vda", "fmt-vda-file", "front-vda", "spare"], nodes);
+        await Assert.ThrowsAsync<HypervisorConnectionException>(() => new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync(directory.File("none.sock"), Ct));
+    }
 }
