@@ -883,7 +883,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         var captureId = CapturePrefix + DrydockNames.RandomSuffix();
         var sizes = disks.ToDictionary(d => d.Disk.Target, d => LibvirtConnection.GetBlockInfo(domain, d.Disk.Target).Capacity, StringComparer.Ordinal);
         var granularities = health.Values.SelectMany(h => h.Bitmaps).GroupBy(b => b.Checkpoint, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First().Granularity, StringComparer.Ordinal);
-        var (server, endpointFor) = CreateServer(captureId);
+        var (server, endpointFor) = CreateServer(uuid, captureId);
         DateTimeOffset capturedAt;
         BackupXml job;
         while (true)
@@ -1025,7 +1025,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             : reason;
     }
 
-    private (BackupServer Server, Func<string, NbdUri> EndpointFor) CreateServer(string captureId)
+    private (BackupServer Server, Func<string, NbdUri> EndpointFor) CreateServer(string uuid, string captureId)
     {
         if (_options.ExportTransport == LibvirtExportTransport.Unix)
         {
@@ -1037,7 +1037,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         var port = Enumerable.Range(_options.TcpPortStart, _options.TcpPortCount).FirstOrDefault(p => !used.Contains(p));
         if (port == 0)
         {
-            throw new CaptureFailedException(string.Empty, $"All {_options.TcpPortCount} TCP ports from {_options.TcpPortStart} are in use by captures.");
+            throw new CaptureFailedException(uuid, $"All {_options.TcpPortCount} TCP ports from {_options.TcpPortStart} on host '{HostName}' are in use by captures.");
         }
 
         var host = _options.TcpHost;

@@ -1,4 +1,5 @@
 using Drydock.Hypervisor;
+using Drydock.Hypervisor.Libvirt;
 using Drydock.Nbd.Client;
 using Drydock.TestKit.Libvirt;
 using Xunit;
@@ -110,6 +111,38 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
         Assert.Equal("drydock-abandon-1", listed.NewCheckpoint);
         Assert.True(listed.StartedByThisDriver);
 
+        Assert.True(await driver.ReleaseCaptureAsync(domain.Uuid, capture.Id, CaptureOutcome.Abandoned, ct));
+        await LibvirtTestSupport.AssertCleanAsync(fixture, domain, [], ct);
+    }
+
+    [Fact]
+    public async Task Tcp_transport_serves_the_capture_on_a_loopback_port()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var domain = await fixture.CreateDomainAsync(cancellationToken: ct);
+        await using var driver = await LibvirtDriver.ConnectAsync(new LibvirtDriverOptions
+        {
+            SocketDirectory = fixture.SocketDirectory,
+            ScratchDirectory = fixture.ScratchDirectory,
+            ExportTransport = LibvirtExportTransport.Tcp,
+            TcpHost = "127.0.0.1",
+            TcpPortStart = TestKit.Readiness.FreeTcpPort(),
+            TcpPortCount = 1,
+        }, cancellationToken: ct);
+        await domain.WriteAsync("vdb", 0, 1 * MiB, 0x5c, ct);
+
+        var capture = await driver.BeginCaptureAsync(CaptureRequest.Full(domain.Uuid, ["vdb"]), ct);
+        var disk = capture.Disk("vdb");
+        Assert.Equal(Drydock.Nbd.NbdTransport.Tcp, disk.Endpoint.Transport);
+        Assert.Equal("vdb", disk.ExportName);
+        await using (var client = await NbdClient.ConnectAsync(disk.Endpoint, cancellationToken: ct))
+        {
+            var data = new byte[1 * MiB];
+            await client.ReadAsync(0, data, ct);
+            Assert.All(data, b => Assert.Equal(0x5c, b));
+        }
+
+        // One port configured: a second domain's capture would find none free while this one runs.
         Assert.True(await driver.ReleaseCaptureAsync(domain.Uuid, capture.Id, CaptureOutcome.Abandoned, ct));
         await LibvirtTestSupport.AssertCleanAsync(fixture, domain, [], ct);
     }
