@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the real-service tests start (see ../shared/REAL-STACK.md).
-DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd libvirt-daemon-system libvirt-clients)
+# postgresql-15: the runtime tests start private PostgreSQL servers (initdb + pg_ctl, tests/Drydock.TestKit/Postgres).
+# libvirt-daemon-system, libvirt-clients: the libvirt driver's tests start libvirtd (tests/Drydock.TestKit/Libvirt).
+DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd postgresql-15 libvirt-daemon-system libvirt-clients)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
@@ -22,6 +24,23 @@ if ((${#missing[@]})); then
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Azurite (the Azure Storage emulator) from npm, for the Azure Blob backend's tests. The fixture in
+# tests/Drydock.TestKit/Azurite finds it here; DRYDOCK_AZURITE (path to azurite-blob) overrides.
+AZURITE_PREFIX="${DRYDOCK_AZURITE_PREFIX:-${HOME:-/root}/.cache/drydock/azurite}"
+export DRYDOCK_AZURITE_PREFIX="$AZURITE_PREFIX"
+if [ -z "${DRYDOCK_AZURITE:-}" ] && [ ! -x "$AZURITE_PREFIX/node_modules/.bin/azurite-blob" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "test.sh: installing npm (for Azurite)" >&2
+        SUDO=""
+        if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    echo "test.sh: installing Azurite into $AZURITE_PREFIX" >&2
+    mkdir -p "$AZURITE_PREFIX"
+    npm install --no-audit --no-fund --silent --prefix "$AZURITE_PREFIX" azurite@3 >/dev/null
 fi
 
 RESULTS="${DRYDOCK_TEST_RESULTS:-$PWD/artifacts/test-results}"

@@ -170,9 +170,12 @@ internal sealed class CaptureLatencyBenchmark(int runs, TextWriter log)
     {
         var invariant = CultureInfo.InvariantCulture;
         var text = new StringBuilder();
+        text.Append(invariant, $"Command: `dotnet run -c Release --project tests/Drydock.Benchmarks -- capture-latency --runs {runs} --write`.\n\n");
         text.Append(invariant, $"Capture set-up + tear-down per domain (begin → every export accepts a client → released), qemu-storage-daemon {QemuVersion()}, ");
         text.Append(invariant, $"{runs} alternating runs per row after 2 warm-ups, on a shared 2-core machine (load average {LoadAverage()} at the end). ");
-        text.Append("The peer is the bare QMP sequence of the same block snapshot over a second monitor (the least any tool sends); the ratio is the driver's overhead.\n\n");
+        text.Append("The peer is the bare QMP sequence of the same block snapshot over a second monitor (the least any tool sends); the ratio is the driver's overhead: ");
+        text.Append("a liveness check of the monitor, the block graph read to refuse writers that bypass the filter, the capture's record file, and on release nothing else when the capture is known. ");
+        text.Append("The libvirt driver's comparison with `virsh backup-begin` + `virsh domjobabort` belongs to that driver's work.\n\n");
         text.Append("| scenario | bare QMP median ms | Drydock driver median ms | ratio | Drydock p90 ms |\n|---|---|---|---|---|\n");
         foreach (var row in rows)
         {

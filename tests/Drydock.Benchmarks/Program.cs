@@ -5,14 +5,25 @@ using Drydock.Benchmarks;
 // with --write, into docs/BENCHMARKS.md between the scenario's markers.
 //
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
-//   dotnet run -c Release --project tests/Drydock.Benchmarks -- capture-latency [--runs 20] [--write]
-//   dotnet run -c Release --project tests/Drydock.Benchmarks -- libvirt-capture-latency [--runs 10] [--write]   (root: starts libvirtd)
-if (args.Length == 0 || args[0] is "-h" or "--help")
+//
+// drydock is measured as it is shipped: published ReadyToRun (see README), started through its apphost.
+//
+//   ... -- runtime [options]        grain runtime turns/s (Runtime/RuntimeBenchmark.cs)
+//   ... -- repository [options]     repository write/read paths vs zstd + sha256sum (Repository/)
+//   ... -- capture-latency [--runs 20] [--write]   QEMU driver capture set-up + tear-down (CaptureLatencyBenchmark.cs)
+//   ... -- libvirt-capture-latency [--runs 10] [--write]   libvirt driver vs virsh (LibvirtCaptureLatencyBenchmark.cs; root: starts libvirtd)
+switch (args.FirstOrDefault())
 {
-    Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/drydock.dll] [--write]");
-    Console.Error.WriteLine("       Drydock.Benchmarks capture-latency [--runs N] [--write]");
-    Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
-    return 2;
+    case "runtime":
+        return await Drydock.Benchmarks.Runtime.RuntimeBenchmark.RunAsync(args[1..]);
+    case { } name when name.StartsWith("repository", StringComparison.Ordinal):
+        return await Drydock.Benchmarks.Repository.RepositoryBenchmark.RunAsync(args);
+    case null or "-h" or "--help":
+        Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks runtime | repository … (see their sections in docs/BENCHMARKS.md)");
+        Console.Error.WriteLine("       Drydock.Benchmarks capture-latency [--runs N] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
+        return 2;
 }
 
 var scenario = args[0];
@@ -20,19 +31,15 @@ var sizeMiB = Option("--size-mib", 2048);
 var runs = Option("--runs", 3);
 var write = args.Contains("--write");
 var repository = FindRepository();
-var drydock = OptionText("--drydock") ?? Path.Combine(repository, "silo-host", "Drydock.SiloHost", "bin", "Release", "net10.0", "drydock.dll");
-if (scenario == "nbd-copy" && !File.Exists(drydock))
-{
-    Console.Error.WriteLine($"drydock not built at {drydock}: run `dotnet build -c Release silo-host/Drydock.SiloHost` first, or pass --drydock");
-    return 1;
-}
-
 using var cancel = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) =>
 {
     e.Cancel = true;
     cancel.Cancel();
 };
+
+// Only nbd-copy runs the drydock executable.
+var drydock = scenario == "nbd-copy" ? OptionText("--drydock") ?? await PublishDrydockAsync(repository, cancel.Token) : string.Empty;
 
 string section;
 switch (scenario)
@@ -70,6 +77,18 @@ string? OptionText(string name)
 {
     var index = Array.IndexOf(args, name);
     return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
+}
+
+static async Task<string> PublishDrydockAsync(string repository, CancellationToken cancellationToken)
+{
+    var output = Path.Combine(repository, "artifacts", "bench", "drydock");
+    Console.Error.WriteLine($"publishing drydock ReadyToRun to {output}");
+    await Drydock.TestKit.ProcessRunner.RunAsync(
+        "dotnet",
+        ["publish", Path.Combine(repository, "silo-host", "Drydock.SiloHost"), "-c", "Release", "-r", "linux-x64", "--self-contained", "false", "-p:PublishReadyToRun=true", "-o", output],
+        new Drydock.TestKit.ProcessRunOptions { Timeout = TimeSpan.FromMinutes(10) },
+        cancellationToken);
+    return Path.Combine(output, "drydock");
 }
 
 static string FindRepository()

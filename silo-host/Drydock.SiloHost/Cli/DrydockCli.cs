@@ -22,6 +22,8 @@ public static class DrydockCli
         });
         root.Subcommands.Add(version);
         root.Subcommands.Add(NbdCommands.Build());
+        root.Subcommands.Add(DemoCommand.Build());
+        root.Subcommands.Add(RepoCommands.Build());
         return root;
     }
 

@@ -58,6 +58,14 @@ public sealed class NbdClientOptions
     /// <summary>Size of the receive buffer for headers and small payloads. Default: 64 KiB.</summary>
     public int ReceiveBufferSize { get; set; } = 64 * 1024;
 
+    /// <summary>
+    /// Run the caller's continuation of a completed request on the connection's reader thread instead of the
+    /// thread pool: a completed READ turns into the next request without a thread hand-off (nbdcopy's model).
+    /// Only for callers whose continuations never block (no sync-over-async, no long computation); sends with
+    /// a payload from the reader thread are moved to the thread pool automatically. Default: false.
+    /// </summary>
+    public bool InlineCompletions { get; set; }
+
     /// <summary>TLS settings. When null, they come from the URI (or TLS is not used).</summary>
     public NbdTlsOptions? Tls { get; set; }
 

@@ -110,7 +110,14 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     {
         ThrowIfUnusable();
         var bytes = command is NbdCommand.Read or NbdCommand.Write ? (long)length : 0;
-        var request = new NbdPendingRequest(command, flags, offset, length, destination, _budget.Charge(bytes));
+        if (payload.Length > 0 && Environment.CurrentManagedThreadId == _readerThread.ManagedThreadId)
+        {
+            // An inline continuation wants to send a payload from the reader thread. A blocking write there
+            // could wait for a server that waits for us to read its replies: move to the thread pool first.
+            await Task.Yield();
+        }
+
+        var request = new NbdPendingRequest(command, flags, offset, length, destination, _budget.Charge(bytes), _options.InlineCompletions);
         if (command == NbdCommand.Read && _structured)
         {
             request.Coverage = new NbdReadCoverage(offset, length);
@@ -331,9 +338,15 @@ internal sealed partial class NbdConnection : IAsyncDisposable
                     return;
                 }
 
-                var needed = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(_receive.AsSpan(_receiveStart)) == NbdMagic.SimpleReply
-                    ? NbdSizes.SimpleReplyHeader
-                    : NbdSizes.StructuredReplyHeader;
+                var magic = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(_receive.AsSpan(_receiveStart));
+                var needed = magic switch
+                {
+                    NbdMagic.SimpleReply => NbdSizes.SimpleReplyHeader,
+                    NbdMagic.StructuredReply or NbdMagic.ExtendedReply => NbdSizes.StructuredReplyHeader,
+
+                    // Known bad at four bytes: do not wait for a whole header that may never come.
+                    _ => throw new NbdProtocolException($"reply magic 0x{magic:x8} is wrong"),
+                };
                 Ensure(needed, atMessageBoundary: false);
                 if (!NbdTransmissionCodec.TryReadReplyHeader(_receive.AsSpan(_receiveStart, _receiveEnd - _receiveStart), _structured, out var header, out var headerLength))
                 {

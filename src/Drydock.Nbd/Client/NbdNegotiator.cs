@@ -29,6 +29,7 @@ internal sealed class NbdNegotiator
     private bool _tlsActive;
     private bool _structured;
     private X509Certificate2? _ownedCertificate;
+    private bool _firstExchangeAfterTls;
 
     public NbdNegotiator(Stream stream, string exportName, NbdClientOptions options, NbdTlsOptions? tls, string? defaultHostName)
     {
@@ -223,6 +224,7 @@ internal sealed class NbdNegotiator
 
         _stream = ssl;
         _tlsActive = true;
+        _firstExchangeAfterTls = true;
     }
 
     private static X509Certificate2? LoadCertificates(string directory, X509Certificate2Collection trusted)
@@ -457,11 +459,39 @@ internal sealed class NbdNegotiator
     {
         _send.ResetWrittenCount();
         NbdHandshakeCodec.WriteOption(_send, option, payload);
-        _stream.Write(_send.WrittenSpan);
-        _stream.Flush();
+        try
+        {
+            _stream.Write(_send.WrittenSpan);
+            _stream.Flush();
+        }
+        catch (IOException e) when (_firstExchangeAfterTls)
+        {
+            throw RefusedAfterTls(e);
+        }
     }
 
     private (NbdOptionReplyHeader Header, byte[] Payload) ReadReply(NbdOption option)
+    {
+        try
+        {
+            var reply = ReadReplyCore(option);
+            _firstExchangeAfterTls = false;
+            return reply;
+        }
+        catch (Exception e) when (_firstExchangeAfterTls && e is NbdConnectionException or IOException)
+        {
+            throw RefusedAfterTls(e);
+        }
+    }
+
+    /// <summary>
+    /// With TLS 1.3 the client completes its side of the handshake before the server has checked the client
+    /// certificate, so a refusal shows up as the connection breaking at the first exchange after STARTTLS.
+    /// </summary>
+    private static NbdTlsException RefusedAfterTls(Exception e)
+        => new($"the server closed the connection right after the TLS handshake; it probably refused the client certificate ({e.Message})", e);
+
+    private (NbdOptionReplyHeader Header, byte[] Payload) ReadReplyCore(NbdOption option)
     {
         ReadExactly(_header, $"the reply to {NbdNames.Option(option)}");
         NbdHandshakeCodec.TryReadOptionReplyHeader(_header, out var header);

@@ -14,15 +14,16 @@ internal sealed class NbdPendingRequest
     private const int Cancelled = 2;
     private const int Completed = 3;
 
-    private readonly TaskCompletionSource<IReadOnlyDictionary<string, List<NbdExtent>>?> _completion =
-        new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<IReadOnlyDictionary<string, List<NbdExtent>>?> _completion;
 
     private int _state;
     private volatile bool _cancelRequested;
     private CancellationToken _cancellationToken;
 
-    public NbdPendingRequest(NbdCommand command, NbdCommandFlags flags, ulong offset, uint length, Memory<byte> destination, long charge)
+    public NbdPendingRequest(NbdCommand command, NbdCommandFlags flags, ulong offset, uint length, Memory<byte> destination, long charge, bool inlineCompletion)
     {
+        // Inline: the caller's continuation runs on the reader thread that completes the request.
+        _completion = new(inlineCompletion ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         Command = command;
         Flags = flags;
         Offset = offset;

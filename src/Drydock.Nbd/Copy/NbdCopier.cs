@@ -12,8 +12,8 @@ public sealed class NbdCopyOptions
     /// <summary>Bytes per READ request. Default: 256 KiB (what nbdcopy uses; larger requests are slower here).</summary>
     public int RequestSize { get; set; } = 256 * 1024;
 
-    /// <summary>READ requests in flight across all connections. Default: 16.</summary>
-    public int RequestsInFlight { get; set; } = 16;
+    /// <summary>READ requests in flight across all connections. Default: 64 (deep enough to hide a millisecond of latency per request).</summary>
+    public int RequestsInFlight { get; set; } = 64;
 
     /// <summary>Size of the windows the allocation map is walked in, so reading starts before the map is complete. Default: 4 GiB.</summary>
     public ulong MapWindow { get; set; } = 4UL * 1024 * 1024 * 1024;

@@ -36,7 +36,7 @@ public sealed class NbdMapInteropTests
     }
 
     [Fact]
-    public async Task Map_matches_nbdinfo_for_a_bitmap_recorded_by_qemu_storage_daemon()
+    public async Task Map_matches_nbdinfo_for_allocation_and_a_bitmap_recorded_by_qemu_storage_daemon()
     {
         var ct = TestContext.Current.CancellationToken;
         using var directory = TestDirectory.Create("map-qsd");
@@ -52,10 +52,14 @@ public sealed class NbdMapInteropTests
         await daemon.WriteThroughExportAsync("live", 3 * MiB, 128 * 1024, 0x55, ct);
         await daemon.WriteThroughExportAsync("live", (10 * MiB) + 4096, 4096, 0x66, ct);
 
-        var context = NbdContexts.DirtyBitmap("cp1");
-        var ours = await MapWithDrydockAsync(uri, context);
-        var theirs = await NbdTools.MapAsync(uri, context, ct);
-        Assert.Equal(CliRunner.Normalize(theirs.Select(e => (e.Offset, e.Length, e.Type))), ours);
+        foreach (var name in new[] { NbdContexts.BaseAllocation, NbdContexts.DirtyBitmap("cp1") })
+        {
+            var drydockMap = await MapWithDrydockAsync(uri, name);
+            var nbdinfoMap = await NbdTools.MapAsync(uri, name, ct);
+            Assert.Equal(CliRunner.Normalize(nbdinfoMap.Select(e => (e.Offset, e.Length, e.Type))), drydockMap);
+        }
+
+        var ours = await MapWithDrydockAsync(uri, NbdContexts.DirtyBitmap("cp1"));
 
         // At 64 KiB granularity: the 128 KiB write is two granules, the 4 KiB write dirties one granule.
         Assert.Equal([(3 * MiB, 128 * 1024L, 1u), (10 * MiB, 64 * 1024L, 1u)], ours.Where(e => e.Type == 1).ToList());

@@ -269,7 +269,7 @@ internal static class NbdCommands
         var uri = UriArgument();
         var destination = new Argument<string>("DEST") { Description = "A file to create or replace (written sparse), or null: to only read." };
         var connections = new Option<int>("--connections") { Description = "Connections to open when the server allows multi-conn.", DefaultValueFactory = _ => 4 };
-        var requests = new Option<int>("--requests") { Description = "Read requests in flight, across all connections.", DefaultValueFactory = _ => 16 };
+        var requests = new Option<int>("--requests") { Description = "Read requests in flight, across all connections.", DefaultValueFactory = _ => 64 };
         var requestSize = new Option<int>("--request-size") { Description = "Bytes per read request.", DefaultValueFactory = _ => 256 * 1024 };
         var progress = new Option<bool?>("--progress") { Description = "Show progress (default: when standard error is a terminal)." };
         var json = JsonOption();
@@ -301,6 +301,7 @@ internal static class NbdCommands
             options.MaxRequestsInFlight = Math.Max(1, (inFlight + connectionCount - 1) / connectionCount);
             options.MaxBytesInFlight = Math.Max(options.MaxBytesInFlight, (long)options.MaxRequestsInFlight * copyOptions.RequestSize);
             options.MetaContexts.Add(NbdContexts.BaseAllocation);
+            options.InlineCompletions = true; // the copier's continuations only issue the next request
 
             await using var client = await NbdClient.ConnectAsync(target, options, cancellationToken);
             var copier = new NbdCopier(client, copyOptions);

@@ -1,0 +1,83 @@
+using System.Runtime.InteropServices;
+
+[assembly: DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+
+namespace Drydock.Storage.FileSystem.Interop;
+
+/// <summary>The few libc calls the BCL does not expose: an atomic no-replace link and a directory fsync.</summary>
+internal static partial class NativeMethods
+{
+    private const string LibC = "libc";
+
+    /// <summary>O_RDONLY.</summary>
+    internal const int ORdOnly = 0;
+
+    /// <summary>O_DIRECTORY on Linux (x86-64 and arm64).</summary>
+    internal const int ODirectory = 0x10000;
+
+    /// <summary>O_CLOEXEC on Linux.</summary>
+    internal const int OCloExec = 0x80000;
+
+    /// <summary>errno EEXIST.</summary>
+    internal const int EExist = 17;
+
+    /// <summary>errno ENOSPC.</summary>
+    internal const int ENoSpc = 28;
+
+    /// <summary>errno EDQUOT.</summary>
+    internal const int EDQuot = 122;
+
+    /// <summary>errno EACCES.</summary>
+    internal const int EAcces = 13;
+
+    /// <summary>errno EPERM.</summary>
+    internal const int EPerm = 1;
+
+    /// <summary>errno EINTR.</summary>
+    internal const int EIntr = 4;
+
+    [LibraryImport(LibC, EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Link(string oldPath, string newPath);
+
+    [LibraryImport(LibC, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Open(string path, int flags);
+
+    [LibraryImport(LibC, EntryPoint = "fsync", SetLastError = true)]
+    internal static partial int FSync(int fd);
+
+    [LibraryImport(LibC, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(int fd);
+
+    /// <summary>fsync(2) on an open file handle, retried on EINTR.</summary>
+    /// <param name="handle">The handle.</param>
+    /// <returns>0, or the errno of the failure.</returns>
+    internal static int FSync(Microsoft.Win32.SafeHandles.SafeFileHandle handle)
+    {
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            var fd = (int)handle.DangerousGetHandle();
+            while (true)
+            {
+                if (FSync(fd) == 0)
+                {
+                    return 0;
+                }
+
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno != EIntr)
+                {
+                    return errno;
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+using Drydock.Nbd.Tests.TestSupport;
+using Xunit;
+using static Drydock.Nbd.Tests.TestSupport.TestCancellation;
+
+namespace Drydock.Nbd.Tests.Client;
+
+/// <summary>
+/// <see cref="Nbd.Client.NbdClientOptions.InlineCompletions"/>: continuations run on the connection's
+/// reader thread (no hand-off), and a continuation that sends a payload is moved off that thread, so a
+/// full socket can never leave the reader waiting on itself.
+/// </summary>
+public sealed class InlineCompletionTests
+{
+    [Fact]
+    public async Task With_inline_completions_the_continuation_of_a_read_runs_on_the_reader_thread()
+    {
+        await using var server = TestServer.Start();
+        var options = TestServer.Options();
+        options.InlineCompletions = true;
+        await using var client = await server.ConnectAsync(options: options);
+
+        await client.ReadAsync(0, new byte[4096], Ct);
+        var inline = Thread.CurrentThread.Name;
+
+        options = TestServer.Options();
+        await using var pooled = await server.ConnectAsync(options: options);
+        await pooled.ReadAsync(0, new byte[4096], Ct);
+        var hopped = Thread.CurrentThread.Name;
+
+        Assert.StartsWith("nbd-reader-", inline, StringComparison.Ordinal);
+        Assert.False(hopped?.StartsWith("nbd-reader-", StringComparison.Ordinal) ?? false, hopped);
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task Large_writes_issued_from_inline_continuations_complete_and_land()
+    {
+        const int piece = 1024 * 1024; // several times a Unix socket's buffer
+        await using var server = TestServer.Start();
+        var options = TestServer.Options();
+        options.InlineCompletions = true;
+        options.MaxRequestsInFlight = 4;
+        await using var client = await server.ConnectAsync(options: options);
+
+        // Eight chains of read → 1 MiB write → read → …, each step continuing on the reader thread.
+        var chains = Enumerable.Range(0, 8).Select(async chain =>
+        {
+            var scratch = new byte[4096];
+            for (var step = 0; step < 2; step++)
+            {
+                var offset = (ulong)(((chain * 2) + step) * piece);
+                await client.ReadAsync(offset, scratch, Ct);
+                await client.WriteAsync(offset, Pattern(offset, piece), cancellationToken: Ct);
+            }
+        });
+        await Task.WhenAll(chains);
+
+        var back = new byte[piece];
+        for (ulong offset = 0; offset < 16 * piece; offset += piece)
+        {
+            await client.ReadAsync(offset, back, Ct);
+            Assert.Equal(Pattern(offset, piece), back);
+        }
+    }
+
+    private static byte[] Pattern(ulong offset, int length)
+    {
+        var data = new byte[length];
+        for (var i = 0; i < length; i++)
+        {
+            data[i] = (byte)((offset >> 20) + (ulong)(i % 251));
+        }
+
+        return data;
+    }
+}
