@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 
 # Debian packages the real-service tests start (see ../shared/REAL-STACK.md).
 # postgresql-15: the runtime tests start private PostgreSQL servers (initdb + pg_ctl, tests/Drydock.TestKit/Postgres).
-DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd postgresql-15)
+# libvirt-daemon-system, libvirt-clients: the libvirt driver's tests start libvirtd (tests/Drydock.TestKit/Libvirt).
+DEBIAN_PACKAGES=(qemu-utils qemu-system-x86 nbdkit libnbd-bin zstd postgresql-15 libvirt-daemon-system libvirt-clients)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

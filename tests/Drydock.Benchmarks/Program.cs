@@ -11,6 +11,7 @@ using Drydock.Benchmarks;
 //   ... -- runtime [options]        grain runtime turns/s (Runtime/RuntimeBenchmark.cs)
 //   ... -- repository [options]     repository write/read paths vs zstd + sha256sum (Repository/)
 //   ... -- capture-latency [--runs 20] [--write]   QEMU driver capture set-up + tear-down (CaptureLatencyBenchmark.cs)
+//   ... -- libvirt-capture-latency [--runs 10] [--write]   libvirt driver vs virsh (LibvirtCaptureLatencyBenchmark.cs; root: starts libvirtd)
 switch (args.FirstOrDefault())
 {
     case "runtime":
@@ -24,6 +25,7 @@ switch (args.FirstOrDefault())
         Console.Error.WriteLine("usage: Drydock.Benchmarks nbd-copy [--size-mib N] [--runs N] [--drydock PATH/TO/drydock] [--write]");
         Console.Error.WriteLine("       Drydock.Benchmarks runtime | repository … (see their sections in docs/BENCHMARKS.md)");
         Console.Error.WriteLine("       Drydock.Benchmarks capture-latency [--runs N] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
         return 2;
 }
 
@@ -50,6 +52,9 @@ switch (scenario)
         break;
     case "capture-latency":
         section = await new CaptureLatencyBenchmark(Option("--runs", 20), Console.Error).RunAsync(cancel.Token);
+        break;
+    case "libvirt-capture-latency":
+        section = await new LibvirtCaptureLatencyBenchmark(Option("--runs", 10), Console.Error).RunAsync(cancel.Token);
         break;
     default:
         Console.Error.WriteLine($"unknown scenario {scenario}");

@@ -1,0 +1,161 @@
+using System.Globalization;
+
+namespace Drydock.TestKit.Libvirt;
+
+/// <summary>
+/// The system libvirtd (with its virtlogd) for tests, started as root the way ../shared/REAL-STACK.md describes:
+/// <c>virtlogd -d -p PIDFILE</c>, <c>libvirtd -d -p PIDFILE</c>, wait for <c>/run/libvirt/libvirt-sock</c>, then one
+/// <c>virsh version</c> to pay the first-call capability probe (~8 s) once. Only one libvirtd can run on a machine:
+/// when one already answers, it is used and left running; a daemon this type started is stopped by PID on dispose.
+/// </summary>
+public sealed class LibvirtDaemon : IAsyncDisposable
+{
+    /// <summary>The connection URI tests use.</summary>
+    public const string Uri = "qemu:///system";
+
+    /// <summary>libvirtd's read-write socket.</summary>
+    public const string SocketPath = "/run/libvirt/libvirt-sock";
+
+    private readonly TestDirectory _directory;
+    private readonly int? _libvirtdPid;
+    private readonly int? _virtlogdPid;
+
+    private LibvirtDaemon(TestDirectory directory, int? libvirtdPid, int? virtlogdPid)
+    {
+        _directory = directory;
+        _libvirtdPid = libvirtdPid;
+        _virtlogdPid = virtlogdPid;
+    }
+
+    /// <summary>Whether this instance started libvirtd (and will stop it).</summary>
+    public bool Owned => _libvirtdPid is not null;
+
+    /// <summary>Starts virtlogd and libvirtd unless a libvirtd already answers, and warms libvirt's capability cache.</summary>
+    /// <exception cref="ToolNotFoundException">libvirt is not installed (Debian packages libvirt-daemon-system, libvirt-clients).</exception>
+    /// <exception cref="ServiceStartException">libvirtd did not come up.</exception>
+    public static async Task<LibvirtDaemon> StartAsync(CancellationToken cancellationToken = default)
+    {
+        var libvirtd = Tool.Find("/usr/sbin/libvirtd");
+        var virtlogd = Tool.Find("/usr/sbin/virtlogd");
+        Tool.Find("virsh");
+        var directory = TestDirectory.Create("libvirtd");
+        try
+        {
+            if (File.Exists(SocketPath) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
+            {
+                TestKitLog.Write("using the libvirtd that is already running");
+                return new LibvirtDaemon(directory, null, null);
+            }
+
+            int? virtlogdPid = null;
+            if (!File.Exists("/run/libvirt/virtlogd-sock"))
+            {
+                var virtlogdPidFile = directory.File("virtlogd.pid");
+                await ProcessRunner.RunAsync(virtlogd, ["-d", "-p", virtlogdPidFile], cancellationToken);
+                virtlogdPid = await ReadPidAsync(virtlogdPidFile, cancellationToken);
+            }
+
+            var pidFile = directory.File("libvirtd.pid");
+            await ProcessRunner.RunAsync(libvirtd, ["-d", "-p", pidFile], cancellationToken);
+            var pid = await ReadPidAsync(pidFile, cancellationToken);
+            var daemon = new LibvirtDaemon(directory, pid, virtlogdPid);
+            try
+            {
+                var waited = System.Diagnostics.Stopwatch.StartNew();
+                while (!File.Exists(SocketPath))
+                {
+                    if (waited.Elapsed > TimeSpan.FromSeconds(30) || !IsAlive(pid))
+                    {
+                        throw new ServiceStartException($"libvirtd (pid {pid}) did not create {SocketPath} within 30 s.");
+                    }
+
+                    await Task.Delay(100, cancellationToken);
+                }
+
+                var started = System.Diagnostics.Stopwatch.StartNew();
+                await VirshAsync(["version"], throwOnFailure: true, TimeSpan.FromSeconds(120), cancellationToken);
+                TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"libvirtd pid {pid} ready; first call took {started.Elapsed.TotalSeconds:F1} s"));
+                return daemon;
+            }
+            catch
+            {
+                await daemon.DisposeAsync();
+                throw;
+            }
+        }
+        catch
+        {
+            directory.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs <c>virsh -c qemu:///system ARGS</c>.</summary>
+    public static Task<ProcessResult> VirshAsync(IReadOnlyList<string> arguments, CancellationToken cancellationToken = default) =>
+        VirshAsync(arguments, throwOnFailure: true, TimeSpan.FromMinutes(2), cancellationToken);
+
+    /// <summary>Runs <c>virsh -c qemu:///system ARGS</c>, optionally without throwing on failure.</summary>
+    public static Task<ProcessResult> VirshAsync(IReadOnlyList<string> arguments, bool throwOnFailure, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        ProcessRunner.RunAsync("virsh", ["-c", Uri, .. arguments], new ProcessRunOptions { ThrowOnNonZeroExit = throwOnFailure, Timeout = timeout }, cancellationToken);
+
+    /// <summary>Stops libvirtd and virtlogd by PID when this instance started them.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            foreach (var pid in new[] { _libvirtdPid, _virtlogdPid })
+            {
+                if (pid is { } p && IsAlive(p))
+                {
+                    _ = Interop.NativeMethods.Kill(p, Interop.NativeMethods.SigTerm);
+                    for (var i = 0; i < 100 && IsAlive(p); i++)
+                    {
+                        await Task.Delay(100);
+                    }
+
+                    if (IsAlive(p))
+                    {
+                        _ = Interop.NativeMethods.Kill(p, Interop.NativeMethods.SigKill);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            _directory.Dispose();
+        }
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        if (Interop.NativeMethods.Kill(pid, 0) != 0)
+        {
+            return false;
+        }
+
+        try
+        {
+            // A zombie answers kill(0) but is gone.
+            return !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task<int> ReadPidAsync(string pidFile, CancellationToken cancellationToken)
+    {
+        for (var i = 0; i < 100; i++)
+        {
+            if (File.Exists(pidFile) && int.TryParse((await File.ReadAllTextAsync(pidFile, cancellationToken)).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            {
+                return pid;
+            }
+
+            await Task.Delay(50, cancellationToken);
+        }
+
+        throw new ServiceStartException($"No pid in {pidFile} after 5 s.");
+    }
+}
