@@ -208,6 +208,9 @@ public sealed partial class QemuDriver
         var undo = new Stack<(string Step, Func<Task> Action)>();
         var step = "starting the NBD server";
         var capturedAt = _time.GetUtcNow();
+
+        // A command that changes the block graph is awaited to its reply once sent (the QMP command timeout bounds it),
+        // so its undo step is always recorded: cancellation is honoured between steps, never while one is in flight.
         try
         {
             await EnsureNbdServerAsync(domain, qmp, cancellationToken);
@@ -232,13 +235,14 @@ public sealed partial class QemuDriver
                     ["filename"] = fleece,
                     ["size"] = disk.Node.VirtualSize,
                 }, _options.CommandTimeout, cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
                 await qmp.BlockdevAddAsync(new JsonObject
                 {
                     ["driver"] = "raw",
                     ["node-name"] = CaptureNames.Fleece(id, disk.Index),
                     ["discard"] = "unmap",
                     ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = fleece, ["discard"] = "unmap" },
-                }, cancellationToken);
+                }, CancellationToken.None);
                 var fleeceNode = CaptureNames.Fleece(id, disk.Index);
                 undo.Push(($"delete node {fleeceNode}", () => qmp.BlockdevDelAsync(fleeceNode, CancellationToken.None)));
             }
@@ -249,7 +253,8 @@ public sealed partial class QemuDriver
             if (request.NewCheckpoint is { } checkpoint && checkpointDisks.Count > 0)
             {
                 step = $"creating checkpoint '{checkpoint}'";
-                await qmp.TransactionAsync(checkpointDisks.Select(d => ("block-dirty-bitmap-add", QmpCommands.BitmapAdd(d.Node.NodeName, checkpoint, persistent: true))), cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
+                await qmp.TransactionAsync(checkpointDisks.Select(d => ("block-dirty-bitmap-add", QmpCommands.BitmapAdd(d.Node.NodeName, checkpoint, persistent: true))), CancellationToken.None);
                 undo.Push(($"remove checkpoint '{checkpoint}'", async () =>
                 {
                     foreach (var disk in checkpointDisks)
@@ -277,13 +282,15 @@ public sealed partial class QemuDriver
                     filterOptions["discard"] = "unmap";
                 }
 
-                await qmp.BlockdevAddAsync(filterOptions, cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
+                await qmp.BlockdevAddAsync(filterOptions, CancellationToken.None);
                 undo.Push(($"delete node {filter}", () => qmp.BlockdevDelAsync(filter, CancellationToken.None)));
             }
 
             // The instant: every front node moves onto its filter in one atomic reopen.
             step = "moving the front nodes onto the snapshot filters";
-            await qmp.BlockdevReopenAsync(plan.Select(d => FrontOptions(d.Options, CaptureNames.Filter(id, d.Index))), cancellationToken);
+            cancellationToken.ThrowIfCancellationRequested();
+            await qmp.BlockdevReopenAsync(plan.Select(d => FrontOptions(d.Options, CaptureNames.Filter(id, d.Index))), CancellationToken.None);
             capturedAt = _time.GetUtcNow();
             undo.Push(("move the front nodes back", () => qmp.BlockdevReopenAsync(plan.Select(d => FrontOptions(d.Options, d.Node.NodeName)), CancellationToken.None)));
 
@@ -301,7 +308,8 @@ public sealed partial class QemuDriver
                     actions.Add(("block-dirty-bitmap-merge", QmpCommands.BitmapMerge(disk.Node.NodeName, temp, [disk.BaseBitmap.Name])));
                 }
 
-                await qmp.TransactionAsync(actions, cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
+                await qmp.TransactionAsync(actions, CancellationToken.None);
                 undo.Push(("remove the frozen bitmaps", async () =>
                 {
                     foreach (var disk in incremental)
@@ -316,11 +324,13 @@ public sealed partial class QemuDriver
             {
                 step = $"exporting the snapshot of disk '{disk.Options.Target}'";
                 var snapshot = CaptureNames.Snapshot(id, disk.Index);
-                await qmp.BlockdevAddAsync(new JsonObject { ["driver"] = "snapshot-access", ["node-name"] = snapshot, ["file"] = CaptureNames.Filter(id, disk.Index) }, cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
+                await qmp.BlockdevAddAsync(new JsonObject { ["driver"] = "snapshot-access", ["node-name"] = snapshot, ["file"] = CaptureNames.Filter(id, disk.Index) }, CancellationToken.None);
                 undo.Push(($"delete node {snapshot}", () => qmp.BlockdevDelAsync(snapshot, CancellationToken.None)));
                 var export = CaptureNames.Export(id, disk.Index);
                 var temp = disk.BaseBitmap is null ? null : CaptureNames.TempBitmap(id, disk.Index);
-                await qmp.AddNbdExportAsync(export, snapshot, export, writable: false, temp is null ? null : [(disk.Node.NodeName, temp)], cancellationToken);
+                cancellationToken.ThrowIfCancellationRequested();
+                await qmp.AddNbdExportAsync(export, snapshot, export, writable: false, temp is null ? null : [(disk.Node.NodeName, temp)], CancellationToken.None);
                 undo.Push(($"delete export {export}", () => qmp.DeleteExportAsync(export, _options.CommandTimeout, CancellationToken.None)));
                 disks.Add(new CaptureDisk
                 {

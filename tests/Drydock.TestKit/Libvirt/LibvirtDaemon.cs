@@ -16,6 +16,9 @@ public sealed class LibvirtDaemon : IAsyncDisposable
     /// <summary>libvirtd's read-write socket.</summary>
     public const string SocketPath = "/run/libvirt/libvirt-sock";
 
+    /// <summary>virtlogd's socket: QEMU's console and log go through it, so no domain starts without it.</summary>
+    public const string VirtlogdSocketPath = "/run/libvirt/virtlogd-sock";
+
     private readonly TestDirectory _directory;
     private readonly int? _libvirtdPid;
     private readonly int? _virtlogdPid;
@@ -41,18 +44,21 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         var directory = TestDirectory.Create("libvirtd");
         try
         {
-            if (File.Exists(SocketPath) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
-            {
-                TestKitLog.Write("using the libvirtd that is already running");
-                return new LibvirtDaemon(directory, null, null);
-            }
-
+            // A socket file left by a daemon that was killed refuses connections: only an answer counts. virtlogd
+            // replaces a stale socket when it starts, and libvirtd cannot start a domain without it.
             int? virtlogdPid = null;
-            if (!File.Exists("/run/libvirt/virtlogd-sock"))
+            if (!await AnswersAsync(VirtlogdSocketPath, cancellationToken))
             {
                 var virtlogdPidFile = directory.File("virtlogd.pid");
                 await ProcessRunner.RunAsync(virtlogd, ["-d", "-p", virtlogdPidFile], cancellationToken);
                 virtlogdPid = await ReadPidAsync(virtlogdPidFile, cancellationToken);
+                await WaitForSocketAsync(VirtlogdSocketPath, virtlogdPid.Value, "virtlogd", cancellationToken);
+            }
+
+            if (await AnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
+            {
+                TestKitLog.Write("using the libvirtd that is already running");
+                return new LibvirtDaemon(directory, null, virtlogdPid);
             }
 
             var pidFile = directory.File("libvirtd.pid");
@@ -61,16 +67,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
             var daemon = new LibvirtDaemon(directory, pid, virtlogdPid);
             try
             {
-                var waited = System.Diagnostics.Stopwatch.StartNew();
-                while (!File.Exists(SocketPath))
-                {
-                    if (waited.Elapsed > TimeSpan.FromSeconds(30) || !IsAlive(pid))
-                    {
-                        throw new ServiceStartException($"libvirtd (pid {pid}) did not create {SocketPath} within 30 s.");
-                    }
-
-                    await Task.Delay(100, cancellationToken);
-                }
+                await WaitForSocketAsync(SocketPath, pid, "libvirtd", cancellationToken);
 
                 var started = System.Diagnostics.Stopwatch.StartNew();
                 await VirshAsync(["version"], throwOnFailure: true, TimeSpan.FromSeconds(120), cancellationToken);
@@ -123,6 +120,39 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         finally
         {
             _directory.Dispose();
+        }
+    }
+
+    private static async Task<bool> AnswersAsync(string socketPath, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(socketPath))
+        {
+            return false;
+        }
+
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), cancellationToken);
+            return true;
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task WaitForSocketAsync(string socketPath, int pid, string daemon, CancellationToken cancellationToken)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!await AnswersAsync(socketPath, cancellationToken))
+        {
+            if (waited.Elapsed > TimeSpan.FromSeconds(30) || !IsAlive(pid))
+            {
+                throw new ServiceStartException($"{daemon} (pid {pid}) did not answer on {socketPath} within 30 s.");
+            }
+
+            await Task.Delay(100, cancellationToken);
         }
     }
 
