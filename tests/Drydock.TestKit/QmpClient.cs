@@ -62,14 +62,37 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>How long a command may take unless the caller cancels sooner. Default 60 s.</summary>
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    private static async Task<Socket> ConnectSocketAsync(string socketPath, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken);
+                return socket;
+            }
+            catch (SocketException ex) when (attempt < 250 && ex.SocketErrorCode is SocketError.TryAgain or SocketError.WouldBlock or SocketError.AddressNotAvailable)
+            {
+                // The monitor's listen backlog is full while it accepts another client: retry for up to ~5 s.
+                socket.Dispose();
+                await Task.Delay(20, cancellationToken);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+    }
+
     /// <summary>Connects, reads the greeting and leaves capabilities negotiation mode (<c>qmp_capabilities</c>).</summary>
     public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken cancellationToken = default)
     {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        var socket = await ConnectSocketAsync(socketPath, cancellationToken);
         QmpClient? client = null;
         try
         {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken);
             client = new QmpClient(socket);
             var greeting = await client._reader.ReadLineAsync(cancellationToken)
                 ?? throw new IOException("QMP server closed the connection before its greeting.");

@@ -68,13 +68,25 @@ public sealed partial class QmpClient : IAsyncDisposable
         QmpClient? client = null;
         try
         {
-            try
+            while (true)
             {
-                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), linked.Token);
-            }
-            catch (SocketException ex)
-            {
-                throw new QmpConnectionException($"Cannot connect to the QMP monitor {socketPath}: {(File.Exists(socketPath) ? ex.Message : "no such socket")}.", ex);
+                try
+                {
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), linked.Token);
+                    break;
+                }
+                catch (SocketException ex) when (IsBacklogFull(ex))
+                {
+                    // The monitor's listen backlog is full (another client is being accepted): try again shortly,
+                    // within the connect timeout.
+                    socket.Dispose();
+                    socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    await Task.Delay(TimeSpan.FromMilliseconds(20), options.TimeProvider, linked.Token);
+                }
+                catch (SocketException ex)
+                {
+                    throw new QmpConnectionException($"Cannot connect to the QMP monitor {socketPath}: {(File.Exists(socketPath) ? ex.Message : "no such socket")}.", ex);
+                }
             }
 
 #pragma warning disable CA2000 // Disposed asynchronously in the finally block unless returned; the analyzer only sees Dispose().
@@ -220,6 +232,9 @@ public sealed partial class QmpClient : IAsyncDisposable
             _subscriptions.Remove(subscription);
         }
     }
+
+    private static bool IsBacklogFull(SocketException ex) =>
+        ex.SocketErrorCode is SocketError.TryAgain or SocketError.WouldBlock or SocketError.AddressNotAvailable;
 
     private static Version? ParseVersion(JsonElement greeting)
     {
