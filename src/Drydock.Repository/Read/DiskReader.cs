@@ -50,6 +50,22 @@ public sealed class DiskReader
     /// <returns>The id.</returns>
     public ChunkId IdOf(long chunkIndex) => Index[chunkIndex];
 
+    /// <summary>Whether some bytes (e.g. read from a restore target) are exactly this chunk's content: their id, computed the
+    /// way the repository computes it (keyed when encrypted), equals the index entry. No chunk is fetched.</summary>
+    /// <param name="chunkIndex">The chunk.</param>
+    /// <param name="data">The bytes; a length other than the chunk's never matches.</param>
+    /// <returns>Whether the content is the same.</returns>
+    public bool ContentMatches(long chunkIndex, ReadOnlySpan<byte> data)
+    {
+        var expected = Index[chunkIndex];
+        if (data.Length != Index.RangeOf(chunkIndex).Length)
+        {
+            return false;
+        }
+
+        return expected.IsZero ? !data.ContainsAnyExcept((byte)0) : _repository.Codec.ComputeId(data) == expected;
+    }
+
     /// <summary>Reads one chunk.</summary>
     /// <param name="chunkIndex">The chunk.</param>
     /// <param name="destination">Exactly the chunk's length.</param>
