@@ -91,6 +91,10 @@ public sealed class BackupJobOptions
 
     /// <summary>Disks backed up at once. Default 2.</summary>
     public int DiskParallelism { get; set; } = 2;
+
+    /// <summary>Names the new checkpoint from the current time. Default <see cref="DrydockNames.NewCheckpointName"/>; tests
+    /// pin it to leave a stale checkpoint under the next name (F02).</summary>
+    internal Func<DateTimeOffset, string> CheckpointNamer { get; set; } = DrydockNames.NewCheckpointName;
 }
 
 /// <summary>
@@ -167,7 +171,7 @@ public sealed partial class BackupJob
 
             await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
             var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
-            var newCheckpoint = DrydockNames.NewCheckpointName(_time.GetUtcNow());
+            var newCheckpoint = _options.CheckpointNamer(_time.GetUtcNow());
             var (plan, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
 
             capture = await _driver.BeginCaptureAsync(
