@@ -240,11 +240,6 @@ public static class ChainPlanner
             return Full(target, FullReasonCode.CheckpointMissing, $"The base checkpoint '{since}' of disk '{target}' has the new checkpoint's name and is removed.");
         }
 
-        if (input.UnusableCheckpoints.TryGetValue(since, out var why))
-        {
-            return new DiskDecision(FullPlan(target, FullReasonCode.CheckpointMissing, $"The base checkpoint '{since}' of disk '{target}' cannot be used: {why}"), [new CheckpointRepair(CheckpointRepairKind.Delete, since, null, $"unusable: {why}")]);
-        }
-
         var bitmap = health.ForCheckpoint(since);
         checkpoints.TryGetValue(since, out var checkpoint);
         var hasMetadata = checkpoint is { HasMetadata: true };
@@ -262,6 +257,11 @@ public static class ChainPlanner
             return new DiskDecision(
                 FullPlan(target, FullReasonCode.BitmapInconsistent, $"The bitmap of checkpoint '{since}' on disk '{target}' is unusable: {problem}"),
                 [new CheckpointRepair(CheckpointRepairKind.Delete, since, null, $"its bitmap on disk '{target}' is unusable: {problem}")]);
+        }
+
+        if (input.UnusableCheckpoints.TryGetValue(since, out var why))
+        {
+            return new DiskDecision(FullPlan(target, FullReasonCode.CheckpointMissing, $"The base checkpoint '{since}' of disk '{target}' cannot be used: {why}"), [new CheckpointRepair(CheckpointRepairKind.Delete, since, null, $"unusable: {why}")]);
         }
 
         List<CheckpointRepair> redefine = [];
