@@ -1,5 +1,6 @@
 using Drydock.Hypervisor;
 using Drydock.Hypervisor.Sim;
+using Drydock.Repository;
 using Drydock.Repository.Format;
 using Drydock.Transfer.Chain;
 using Xunit;
@@ -109,7 +110,8 @@ public sealed class BackupJobFaultTests
         await h.WorkAsync(6);
         h.Store.FailChunkPuts = true;
 
-        await Assert.ThrowsAnyAsync<Exception>(() => h.BackupAsync());
+        var error = await Assert.ThrowsAnyAsync<RepositoryException>(() => h.BackupAsync());
+        Assert.Contains("injected", error.Message, StringComparison.Ordinal);
 
         Assert.Single(await h.PointsAsync());
         Assert.Null(h.Domain.CaptureId);
@@ -286,7 +288,8 @@ public sealed class BackupJobFaultTests
         await h.FillAsync();
         h.Store.BeforeFirstChunkPut = () => h.Domain.DestroyAsync(Ct);
 
-        await Assert.ThrowsAnyAsync<Exception>(() => h.BackupAsync());
+        var error = await Assert.ThrowsAsync<SourceReadException>(() => h.BackupAsync());
+        Assert.Equal("vda", error.Disk);
 
         Assert.Empty(await h.PointsAsync());
         Assert.Null(h.Domain.CaptureId);

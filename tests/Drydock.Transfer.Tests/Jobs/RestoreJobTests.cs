@@ -1,5 +1,6 @@
 using Drydock.Hypervisor;
 using Drydock.Transfer.Jobs;
+using Drydock.Transfer.Restore;
 using Xunit;
 using static Drydock.Transfer.Tests.Jobs.JobHarness;
 
@@ -26,7 +27,7 @@ public sealed class RestoreJobTests
 
         Assert.Empty(await h.Restorer().FindPointsAsync("nobody", cancellationToken: Ct));
         await Assert.ThrowsAsync<TransferRequestException>(() =>
-            h.Restorer().ToDirectoryAsync(new RestoreJobRequest { Domain = "nobody" }, Path.GetTempPath(), Restore.DiskImageFormat.Raw, cancellationToken: Ct));
+            h.Restorer().ToDirectoryAsync(new RestoreJobRequest { Domain = "nobody" }, Path.GetTempPath(), DiskImageFormat.Raw, cancellationToken: Ct));
     }
 
     [Fact]
@@ -93,7 +94,7 @@ public sealed class RestoreJobTests
             await File.WriteAllTextAsync(Path.Combine(directory, "vda.raw"), "keep me", Ct);
 
             await Assert.ThrowsAsync<TransferRequestException>(() =>
-                h.Restorer().ToDirectoryAsync(new RestoreJobRequest { Domain = h.Domain.Id }, directory, Restore.DiskImageFormat.Raw, cancellationToken: Ct));
+                h.Restorer().ToDirectoryAsync(new RestoreJobRequest { Domain = h.Domain.Id }, directory, DiskImageFormat.Raw, cancellationToken: Ct));
 
             Assert.Equal("keep me", await File.ReadAllTextAsync(Path.Combine(directory, "vda.raw"), Ct));
         }
