@@ -172,7 +172,7 @@ public sealed partial class BackupJob
             await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
             var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
             var newCheckpoint = _options.CheckpointNamer(_time.GetUtcNow());
-            var (plan, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
+            var (plan, health, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
 
             capture = await _driver.BeginCaptureAsync(
                 new CaptureRequest
@@ -186,7 +186,7 @@ public sealed partial class BackupJob
                 cancellationToken);
             LogCaptured(_logger, domain.Id, capture.Id, capture.NewCheckpoint);
 
-            var disks = Reconcile(request, domain.Id, plan, capture);
+            var disks = Reconcile(request, domain.Id, plan, health, capture);
             var checkpointXml = capture.NewCheckpoint is { } created && capture.Disks.Any(d => d.InNewCheckpoint)
                 ? await _driver.GetCheckpointXmlAsync(domain.Id, created, cancellationToken)
                 : null;
@@ -326,13 +326,14 @@ public sealed partial class BackupJob
     /// bitmaps) marks that checkpoint unusable and plans again, so its disks go full; every round adds one such
     /// checkpoint, so this ends.
     /// </summary>
-    private async Task<(ChainPlan Plan, List<CheckpointRepair> Repairs)> PlanAndRepairAsync(
+    private async Task<(ChainPlan Plan, IReadOnlyList<DiskHealth> Health, List<CheckpointRepair> Repairs)> PlanAndRepairAsync(
         BackupJobRequest request, string domainId, IReadOnlyList<string> targets, List<ChainPoint> points, string newCheckpoint, CancellationToken cancellationToken)
     {
         var applied = new List<CheckpointRepair>();
         var unusable = new Dictionary<string, string>(StringComparer.Ordinal);
         while (true)
         {
+            var health = await _driver.GetDiskHealthAsync(domainId, cancellationToken);
             var plan = ChainPlanner.Plan(new ChainPlanInput
             {
                 DomainId = domainId,
@@ -340,7 +341,7 @@ public sealed partial class BackupJob
                 AllowFallback = request.AllowFallback,
                 AutoFullAfter = request.AutoFullAfter,
                 Targets = targets,
-                Disks = await _driver.GetDiskHealthAsync(domainId, cancellationToken),
+                Disks = health,
                 Checkpoints = await _driver.ListCheckpointsAsync(domainId, cancellationToken),
                 CheckpointMetadata = _driver.Capabilities.CheckpointMetadata,
                 Points = points,
@@ -367,7 +368,7 @@ public sealed partial class BackupJob
 
             if (!failed)
             {
-                return (plan, applied);
+                return (plan, health, applied);
             }
         }
     }
@@ -406,28 +407,42 @@ public sealed partial class BackupJob
     }
 
     /// <summary>Lines the plan up with what the capture did: a disk the driver read in full is stored full (with its
-    /// reason), and so is one whose image, size or generation changed between the plan and the capture.</summary>
-    private static List<(DiskChainPlan Plan, CaptureDisk Source)> Reconcile(BackupJobRequest request, string domainId, ChainPlan plan, Capture capture)
+    /// reason), and so is one whose image, size or generation changed between the plan and the capture (the capture's
+    /// view is whole, so reading it in full is always right).</summary>
+    private static List<(DiskChainPlan Plan, CaptureDisk Source)> Reconcile(BackupJobRequest request, string domainId, ChainPlan plan, IReadOnlyList<DiskHealth> health, Capture capture)
     {
         var disks = new List<(DiskChainPlan, CaptureDisk)>(plan.Disks.Count);
         foreach (var diskPlan in plan.Disks)
         {
             var source = capture.Disk(diskPlan.Target);
-            if (diskPlan.Level == DiskBackupLevel.Full || !source.IsFull)
+            if (diskPlan.Level == DiskBackupLevel.Full)
             {
-                disks.Add((diskPlan, diskPlan.Level == DiskBackupLevel.Full ? source with { ChangedBlocksContext = null, SinceCheckpoint = null } : source));
+                disks.Add((diskPlan, source with { ChangedBlocksContext = null, SinceCheckpoint = null }));
                 continue;
             }
 
-            var why = source.FullReason?.Message ?? $"The driver read disk '{source.Target}' in full without saying why.";
-            if (!request.AllowFallback)
+            var planned = health.First(h => string.Equals(h.Target, diskPlan.Target, StringComparison.Ordinal));
+            var changed = !string.Equals(planned.Identity, source.Identity, StringComparison.Ordinal) ? FullReasonCode.Replaced
+                : planned.VirtualSize != source.VirtualSize ? FullReasonCode.Resized
+                : planned.Generation != source.Generation ? FullReasonCode.GenerationChanged
+                : (FullReasonCode?)null;
+            if (changed is null && !source.IsFull)
             {
-                throw new TransferRequestException($"Disk '{source.Target}' of domain '{domainId}' cannot be backed up incrementally and fallback to full is off: {why}") { Disk = source.Target };
+                disks.Add((diskPlan, source));
+                continue;
+            }
+
+            var reason = changed is { } code
+                ? new FullReason(code, $"Disk '{source.Target}' changed ({code}) between planning and capture.")
+                : new FullReason(FullReasonCode.DriverFallback, source.FullReason?.Message ?? $"The driver read disk '{source.Target}' in full without saying why.");
+            if (!request.AllowFallback && request.Level != RequestedLevel.Auto)
+            {
+                throw new TransferRequestException($"Disk '{source.Target}' of domain '{domainId}' cannot be backed up incrementally and fallback to full is off: {reason.Message}") { Disk = source.Target };
             }
 
             disks.Add((
-                diskPlan with { Level = DiskBackupLevel.Full, SinceCheckpoint = null, ParentSequence = null, FullReason = new FullReason(FullReasonCode.DriverFallback, why) },
-                source));
+                diskPlan with { Level = DiskBackupLevel.Full, SinceCheckpoint = null, ParentSequence = null, FullReason = reason },
+                source with { ChangedBlocksContext = null, SinceCheckpoint = null }));
         }
 
         return disks;

@@ -3,6 +3,7 @@ using Drydock.Hypervisor.Sim;
 using Drydock.Repository;
 using Drydock.Repository.Format;
 using Drydock.Transfer.Chain;
+using Drydock.Transfer.Jobs;
 using Xunit;
 using static Drydock.Transfer.Tests.Jobs.JobHarness;
 
@@ -245,6 +246,47 @@ public sealed class BackupJobFaultTests
         Assert.Equal(FullReasonCode.GenerationChanged, result.Disks[0].FullReason?.Code);
         Assert.Equal("1", result.Manifest.Labels["disk.vda.generation"]);
         await h.AssertRestoresAsync(2, images);
+    }
+
+    [Fact]
+    public async Task F14_a_base_deleted_between_plan_and_capture_makes_the_disk_full_with_the_drivers_reason()
+    {
+        await using var h = await CreateAsync(new SimDiskSpec("vda", DiskSize), new SimDiskSpec("vdb", DiskSize));
+        await h.FillAsync();
+        var first = await h.BackupAsync();
+        await h.WorkAsync(6);
+        var driver = new HookedDriver(h.Driver)
+        {
+            // Someone removes the base's bitmap on vda right before the capture.
+            BeforeCapture = request => h.Domain.RemoveBitmapAsync("vda", request.Disks[0].SinceCheckpoint!, Ct),
+        };
+
+        var result = await new BackupJob(driver, h.Repository, h.Options).RunAsync(new BackupJobRequest { Domain = h.Domain.Id }, cancellationToken: Ct);
+        var images = new Dictionary<string, byte[]> { ["vda"] = await h.ImageAsync("vda"), ["vdb"] = await h.ImageAsync("vdb") };
+
+        var vda = result.Disks.Single(d => d.Target == "vda");
+        Assert.Equal(DiskBackupLevel.Full, vda.Level);
+        Assert.Equal(FullReasonCode.DriverFallback, vda.FullReason?.Code);
+        Assert.Contains("bitmap", vda.FullReason!.Message, StringComparison.Ordinal);
+        Assert.Null(result.Manifest.Disks.Single(d => d.Name == "vda").ParentSequence);
+        Assert.Equal(DiskBackupLevel.Incremental, result.Disks.Single(d => d.Target == "vdb").Level);
+        Assert.Equal(first.Point.Sequence, result.Manifest.Disks.Single(d => d.Name == "vdb").ParentSequence);
+        await h.AssertRestoresAsync(2, images);
+    }
+
+    [Fact]
+    public async Task Incremental_without_fallback_fails_when_the_base_vanishes_before_the_capture()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        await h.BackupAsync();
+        var driver = new HookedDriver(h.Driver) { BeforeCapture = request => h.Domain.RemoveBitmapAsync("vda", request.Disks[0].SinceCheckpoint!, Ct) };
+
+        await Assert.ThrowsAnyAsync<Exception>(() => new BackupJob(driver, h.Repository, h.Options)
+            .RunAsync(new BackupJobRequest { Domain = h.Domain.Id, Level = RequestedLevel.Incremental, AllowFallback = false }, cancellationToken: Ct));
+
+        Assert.Single(await h.PointsAsync());
+        Assert.Null(h.Domain.CaptureId);
     }
 
     [Fact]
