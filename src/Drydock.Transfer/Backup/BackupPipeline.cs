@@ -306,6 +306,7 @@ public sealed partial class BackupPipeline
     // request fails the disk naming the offset, never retried and never zero-filled (F26).
     private async Task<T> WithReconnectAsync<T>(SourceConnection connection, string disk, long offset, Func<NbdClient, CancellationToken, Task<T>> operation, CancellationToken cancellationToken)
     {
+        var retries = 0;
         while (true)
         {
             var (client, generation) = connection.Current;
@@ -322,7 +323,10 @@ public sealed partial class BackupPipeline
             }
             catch (Exception e) when (SourceConnection.IsConnectionFailure(e) && !cancellationToken.IsCancellationRequested)
             {
-                if (await connection.ReconnectAsync(generation, e, cancellationToken) is { } last)
+                // Bounded twice: per operation (a range that always kills the connection), and per connection
+                // (reconnects without any request succeeding in between).
+                var last = ++retries > _options.ReconnectAttempts ? e : await connection.ReconnectAsync(generation, e, cancellationToken);
+                if (last is not null)
                 {
                     throw new SourceReadException(
                         Invariant($"Disk {disk}: the NBD connection failed at offset {offset} and {_options.ReconnectAttempts} reconnect(s) did not help: {last.Message}"),

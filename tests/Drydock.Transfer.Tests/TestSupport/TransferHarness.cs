@@ -127,7 +127,12 @@ public sealed class TransferHarness : IAsyncDisposable
         return await point.OpenDiskAsync(DiskName, Ct);
     }
 
-    public static BackupPipelineOptions FastOptions() => new() { Connections = 2, ReadsInFlight = 4, RequestTimeout = TimeSpan.FromSeconds(10) };
+    public static BackupPipelineOptions FastOptions(Action<BackupPipelineOptions>? configure = null)
+    {
+        var options = new BackupPipelineOptions { Connections = 2, ReadsInFlight = 4, RequestTimeout = TimeSpan.FromSeconds(10) };
+        configure?.Invoke(options);
+        return options;
+    }
 
     /// <summary>The disk's current bytes.</summary>
     public Task<byte[]> ContentAsync() => ContentAsync(Disk);
