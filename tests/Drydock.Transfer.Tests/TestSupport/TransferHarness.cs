@@ -83,7 +83,8 @@ public sealed class TransferHarness : IAsyncDisposable
         }
 
         await Data(0, 3 * ChunkSize);                          // chunks 0-2 dense
-        await Data((5 * ChunkSize) + 4096, 8192);              // chunk 5: two pages of data in a hole
+        await Data((5 * ChunkSize) + 4096, 8192);              // chunk 5: two separate pieces of data in a hole
+        await Data((5 * ChunkSize) + 40960, 4096);
         await Data((9 * ChunkSize) + (ChunkSize / 2), ChunkSize); // straddles chunks 9 and 10
         await Disk.WriteAsync(12 * ChunkSize, new byte[ChunkSize], cancellationToken: Ct); // chunk 12: allocated zeros
         await Data(20 * ChunkSize, 2 * ChunkSize);             // chunks 20-21
