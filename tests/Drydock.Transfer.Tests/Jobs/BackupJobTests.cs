@@ -60,7 +60,7 @@ public sealed class BackupJobTests
         Assert.NotNull(first.Manifest.Disks[0].CheckpointXml);
         Assert.Empty(second.DeletedCheckpoints); // cp1 is the newest full's, cp2 the newest's
         Assert.Equal([cp2], third.DeletedCheckpoints); // cp2 is neither any more
-        Assert.Equal([cp1, cp3], (await h.CheckpointNamesAsync()).Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { cp1, cp3 }.Order(StringComparer.Ordinal), (await h.CheckpointNamesAsync()).Order(StringComparer.Ordinal));
         Assert.Null(h.Domain.CaptureId);
     }
 
