@@ -251,7 +251,11 @@ public static class ChainPlanner
             return new DiskDecision(FullPlan(target, FullReasonCode.BitmapMissing, $"Disk '{target}' has no bitmap for checkpoint '{since}'."), repairs);
         }
 
-        if (!bitmap.Usable || bitmap.Inconsistent || bitmap.Busy)
+        // A driver that keeps metadata may call a bitmap unusable only because its metadata is gone (libvirt): a
+        // persistent, consistent, idle bitmap is then a redefine (F05), not a broken base.
+        var metadataLost = input.CheckpointMetadata && !hasMetadata;
+        var usable = bitmap.Usable || (metadataLost && bitmap.Persistent);
+        if (!usable || bitmap.Inconsistent || bitmap.Busy)
         {
             var problem = bitmap.Problem ?? (bitmap.Inconsistent ? "inconsistent" : bitmap.Busy ? "busy" : "unusable");
             return new DiskDecision(
@@ -265,7 +269,7 @@ public static class ChainPlanner
         }
 
         List<CheckpointRepair> redefine = [];
-        if (input.CheckpointMetadata && !hasMetadata)
+        if (metadataLost)
         {
             if (parent.CheckpointXml is not { Length: > 0 } xml)
             {

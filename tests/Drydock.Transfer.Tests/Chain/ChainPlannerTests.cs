@@ -175,6 +175,28 @@ public sealed class ChainPlannerTests
     }
 
     [Fact]
+    public void A_bitmap_reported_unusable_only_for_lack_of_metadata_is_redefined_F05()
+    {
+        // libvirt calls a bitmap without checkpoint metadata unusable; it is persistent and consistent, so a redefine.
+        var orphaned = Bitmap(Cp(2)) with { Usable = false, Persistent = true, Problem = "libvirt has no checkpoint metadata for this bitmap" };
+        var input = TwoPointChain() with
+        {
+            Disks = [Health("vda", Bitmap(Cp(1)), orphaned)],
+            Checkpoints = [Checkpoint(Cp(1)), Checkpoint(Cp(2), metadata: false)],
+        };
+
+        var plan = ChainPlanner.Plan(input);
+
+        Assert.Equal(DiskBackupLevel.Incremental, plan.Disks[0].Level);
+        Assert.Equal(CheckpointRepairKind.Redefine, Assert.Single(plan.Repairs).Kind);
+
+        // A bitmap that is not persistent cannot be trusted that way: full, and it is removed.
+        var volatileBitmap = input with { Disks = [Health("vda", Bitmap(Cp(1)), orphaned with { Persistent = false })] };
+        var fallback = ChainPlanner.Plan(volatileBitmap);
+        Assert.Equal(FullReasonCode.BitmapInconsistent, fallback.Disks[0].FullReason?.Code);
+    }
+
+    [Fact]
     public void Lost_metadata_without_saved_xml_is_full()
     {
         var input = TwoPointChain() with
