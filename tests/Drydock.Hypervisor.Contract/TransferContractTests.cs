@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Text;
-using System.Text.Json.Nodes;
 using Drydock.Repository;
 using Drydock.Repository.Format;
 using Drydock.Repository.Maintenance;
@@ -227,7 +225,7 @@ public abstract class TransferContractTests
         var checkpointsBefore = await rig.CheckpointNamesAsync();
         await rig.WriteAsync(vda, 5 * MiB, 256 * 1024, seed: 2);
 
-        rig.Store.BeforePut = (name, _) => name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal)
+        rig.Store.BeforePut = name => name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal)
             ? new BlobAccessDeniedException("Permission denied (injected)", rig.Store.Location, name)
             : null;
         var failure = await Assert.ThrowsAnyAsync<Exception>(() => rig.BackupAsync(RequestedLevel.Auto));
@@ -372,9 +370,10 @@ public abstract class TransferContractTests
         await rig.WriteAsync(vda, 4 * MiB, 2 * MiB, seed: 2);
 
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        rig.Store.BeforePut = (name, chunkPuts) =>
+        var chunkPuts = 0;
+        rig.Store.BeforePut = name =>
         {
-            if (name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal) && chunkPuts == 3)
+            if (name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal) && Interlocked.Increment(ref chunkPuts) == 3)
             {
                 cancel.Cancel();
             }
@@ -446,20 +445,18 @@ public abstract class TransferContractTests
         await rig.WriteAsync(rig.H.Targets[0], 0, 1 * MiB, seed: 1);
         var full = await rig.BackupAsync(RequestedLevel.Auto);
 
-        // Rename the domain inside the signed payload, keeping the signature.
+        // One byte changed in the stored manifest (sealed and signed): it no longer authenticates.
         var path = Path.Combine(rig.RepositoryRoot, ObjectNames.Manifest(full.Point));
-        var envelope = JsonNode.Parse(await File.ReadAllBytesAsync(path, Ct))!.AsObject();
-        var payloadKey = envelope.Select(p => p.Key).Single(k => k.Equals("payload", StringComparison.OrdinalIgnoreCase));
-        var payload = JsonNode.Parse(Convert.FromBase64String(envelope[payloadKey]!.GetValue<string>()))!.AsObject();
-        var nameKey = payload.Select(p => p.Key).Single(k => k.Equals("domainName", StringComparison.OrdinalIgnoreCase));
-        payload[nameKey] = payload[nameKey]!.GetValue<string>() + "-edited";
-        envelope[payloadKey] = Convert.ToBase64String(Encoding.UTF8.GetBytes(payload.ToJsonString()));
-        await File.WriteAllTextAsync(path, envelope.ToJsonString(), Ct);
+        var bytes = await File.ReadAllBytesAsync(path, Ct);
+        bytes[bytes.Length / 2] ^= 0x20;
+        await File.WriteAllBytesAsync(path, bytes, Ct);
 
-        await Assert.ThrowsAsync<SignatureException>(() => rig.Repository.OpenPointAsync(full.Point, Ct));
+        var refused = await Assert.ThrowsAnyAsync<RepositoryException>(() => rig.Repository.OpenPointAsync(full.Point, Ct));
+        Assert.True(refused is ObjectCorruptException or SignatureException or ManifestInvalidException, refused.ToString());
+        Assert.Equal(full.Point, refused.Point);
         var directory = rig.Directory.CreateSubdirectory("edited");
         var failure = await Assert.ThrowsAnyAsync<Exception>(() => rig.Restore.ToDirectoryAsync(rig.Request(full), directory, DiskImageFormat.Raw, cancellationToken: Ct));
-        ExceptionChain.AssertContains<SignatureException>(failure);
+        ExceptionChain.AssertContains<RepositoryException>(failure);
         Assert.Empty(Directory.EnumerateFiles(directory));
         await rig.AssertCleanAsync();
     }

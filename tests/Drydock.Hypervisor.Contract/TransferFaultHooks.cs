@@ -78,18 +78,14 @@ public sealed class HookedDriver(ContractHarness harness) : IHypervisorDriver
 /// <summary>A blob store that runs a hook before every put (F04: the upload fails; F28: the job is cancelled mid-upload).</summary>
 public sealed class HookedBlobStore(IBlobStore inner) : IBlobStore
 {
-    private int _chunkPuts;
-
-    /// <summary>Called before each put with the object's name and the number of chunk puts so far (this one included);
-    /// an exception it returns fails the put.</summary>
-    public Func<string, int, Exception?>? BeforePut { get; set; }
+    /// <summary>Called before each put with the object's name; an exception it returns fails the put.</summary>
+    public Func<string, Exception?>? BeforePut { get; set; }
 
     public string Location => inner.Location;
 
     public Task<BlobProperties> PutAsync(string name, ReadOnlyMemory<byte> content, BlobCondition condition, CancellationToken cancellationToken = default)
     {
-        var chunkPuts = name.StartsWith("chunks/", StringComparison.Ordinal) ? Interlocked.Increment(ref _chunkPuts) : Volatile.Read(ref _chunkPuts);
-        return BeforePut?.Invoke(name, chunkPuts) is { } failure
+        return BeforePut?.Invoke(name) is { } failure
             ? Task.FromException<BlobProperties>(failure)
             : inner.PutAsync(name, content, condition, cancellationToken);
     }
