@@ -353,7 +353,10 @@ public abstract class TransferContractTests
 
         await rig.H.StartAgainAsync(Ct);
         Assert.Empty(await rig.H.Driver.ListCapturesAsync(rig.H.DomainId, Ct));
-        Assert.Equal(checkpointsBefore, await rig.CheckpointNamesAsync());
+
+        // The failed job's checkpoint was not kept (the kill may also have lost the committed one's bitmap: then the next
+        // run is full, never "nothing changed").
+        Assert.Empty((await rig.CheckpointNamesAsync()).Except(checkpointsBefore));
         var next = await rig.BackupAsync(RequestedLevel.Auto);
         await rig.AssertRestoresAsync(next);
         await rig.AssertCleanAsync();
