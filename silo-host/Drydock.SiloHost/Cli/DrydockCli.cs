@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Reflection;
 using Drydock.SiloHost.Cli.Nbd;
 
@@ -51,6 +52,30 @@ public static class DrydockCli
     internal static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<HypervisorConnectors>? connectors, CancellationToken cancellationToken = default)
     {
         var configuration = new InvocationConfiguration { Output = output, Error = error };
-        return Build(connectors).Parse(args).InvokeAsync(configuration, cancellationToken);
+        var parse = Build(connectors).Parse(args);
+        if (parse.Errors.Count > 0 && parse.Action is System.CommandLine.Invocation.ParseErrorAction)
+        {
+            return UsageErrorAsync(parse, error);
+        }
+
+        return parse.InvokeAsync(configuration, cancellationToken);
+    }
+
+    /// <summary>A command line that does not parse: every error on standard error, exit code 2 (<see cref="ExitCodes.Usage"/>).</summary>
+    private static async Task<int> UsageErrorAsync(ParseResult parse, TextWriter error)
+    {
+        foreach (var message in parse.Errors.Select(e => e.Message).Distinct(StringComparer.Ordinal))
+        {
+            await error.WriteLineAsync($"drydock: usage: {message}");
+        }
+
+        var names = new List<string>();
+        for (var result = parse.CommandResult; result.Parent is CommandResult parent; result = parent)
+        {
+            names.Insert(0, result.Command.Name);
+        }
+
+        await error.WriteLineAsync($"see: drydock {string.Join(' ', names.Append("--help"))}");
+        return ExitCodes.Usage;
     }
 }
