@@ -1,6 +1,14 @@
+using System.Buffers;
+using System.Globalization;
+using System.Runtime.ExceptionServices;
 using Drydock.Hypervisor;
+using Drydock.Nbd;
+using Drydock.Nbd.Client;
+using Drydock.Nbd.Protocol;
+using Drydock.Repository.Format;
 using Drydock.Repository.Write;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Drydock.Transfer.Backup;
 
@@ -57,17 +65,24 @@ public sealed record DiskBackupResult
 /// pipelined over one or more connections into pooled buffers, and hands them to the writer (which hashes, compresses,
 /// encrypts and uploads on all cores with bounded memory).
 /// </summary>
-public sealed class BackupPipeline
+public sealed partial class BackupPipeline
 {
+    private readonly BackupPipelineOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+
     /// <summary>Creates the pipeline.</summary>
     /// <param name="options">Settings; defaults when null.</param>
     /// <param name="timeProvider">Clock for progress; system when null.</param>
     /// <param name="logger">Logger.</param>
     public BackupPipeline(BackupPipelineOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        _ = options;
-        _ = timeProvider;
-        _ = logger;
+        _options = options ?? new BackupPipelineOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.Connections, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.ReadsInFlight, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.ReconnectAttempts, nameof(options));
+        _time = timeProvider ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
     }
 
     /// <summary>Backs up one disk.</summary>
@@ -77,6 +92,254 @@ public sealed class BackupPipeline
     /// <param name="cancellationToken">Cancels the transfer.</param>
     /// <returns>What was read.</returns>
     /// <exception cref="SourceReadException">A range could not be read (names the offset).</exception>
-    public Task<DiskBackupResult> RunAsync(CaptureDisk source, DiskWriter writer, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("skeleton");
+    public async Task<DiskBackupResult> RunAsync(CaptureDisk source, DiskWriter writer, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(writer);
+        var disk = source.Target;
+        var reporter = new ProgressReporter(disk, progress, _time, _options.ProgressInterval);
+        reporter.Enter(TransferPhase.Planning);
+        if ((ulong)writer.Request.VirtualSize != source.VirtualSize)
+        {
+            throw new TransferRequestException(Invariant($"Disk {disk}: the capture is {source.VirtualSize} bytes but the repository writer expects {writer.Request.VirtualSize}")) { Disk = disk };
+        }
+
+        // A full reads every chunk; so does a changed-only level when the capture has no changed-block context.
+        var dirtyContext = writer.Request.Level != DiskBackupLevel.Full ? source.ChangedBlocksContext : null;
+        var clientOptions = new NbdClientOptions
+        {
+            Connections = _options.Connections,
+            RequestTimeout = _options.RequestTimeout,
+            ExpectedSize = source.VirtualSize,
+            TimeProvider = _time,
+        };
+        clientOptions.MetaContexts.Add(NbdContexts.BaseAllocation);
+        if (dirtyContext is not null)
+        {
+            clientOptions.MetaContexts.Add(dirtyContext);
+        }
+
+        SourceConnection connection;
+        try
+        {
+            connection = await SourceConnection.OpenAsync(
+                ct => NbdClient.ConnectAsync(source.Endpoint, clientOptions, ct),
+                _options.ReconnectAttempts,
+                _time,
+                (attempt, cause) => LogReconnecting(_logger, disk, attempt, _options.ReconnectAttempts, cause.Message),
+                cancellationToken);
+        }
+        catch (NbdException e)
+        {
+            throw new SourceReadException($"Disk {disk}: cannot open the NBD export {source.Endpoint}: {e.Message}", e) { Disk = disk };
+        }
+
+        await using (connection)
+        {
+            var client = connection.Current.Client;
+            if (dirtyContext is not null && !client.HasContext(dirtyContext))
+            {
+                // Never "nothing changed": without the map of changes this disk cannot be an incremental.
+                throw new SourceReadException($"Disk {disk}: the NBD server did not negotiate the changed-block context '{dirtyContext}'; the disk needs a full backup") { Disk = disk };
+            }
+
+            var plan = await PlanAsync(connection, disk, writer, dirtyContext, cancellationToken);
+            foreach (var chunk in plan.ZeroChunks)
+            {
+                writer.MarkZero(chunk);
+            }
+
+            reporter.TotalBytes = plan.BytesToRead;
+            reporter.TotalExtents = plan.Runs;
+            reporter.Enter(TransferPhase.Transferring);
+            var bytesRead = await ReadAllAsync(connection, disk, writer, plan, reporter, cancellationToken);
+            reporter.Enter(TransferPhase.Done);
+            var result = new DiskBackupResult
+            {
+                Disk = disk,
+                ChunksRead = plan.Reads.Count,
+                ChunksZero = plan.ZeroChunks.Count,
+                ChunksInherited = plan.InheritedChunks,
+                BytesRead = bytesRead,
+                Extents = plan.Runs,
+                Reconnects = connection.Reconnects,
+                Elapsed = reporter.Elapsed,
+            };
+            LogDone(_logger, disk, result.ChunksRead, result.ChunksZero, result.ChunksInherited, result.BytesRead, result.Reconnects);
+            return result;
+        }
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
+    private async Task<ReadPlan> PlanAsync(SourceConnection connection, string disk, DiskWriter writer, string? dirtyContext, CancellationToken cancellationToken)
+    {
+        var size = writer.Request.VirtualSize;
+        var maps = await WithReconnectAsync(
+            connection,
+            disk,
+            0,
+            async (client, ct) =>
+            {
+                var contexts = new List<string>();
+                if (client.HasContext(NbdContexts.BaseAllocation))
+                {
+                    contexts.Add(NbdContexts.BaseAllocation);
+                }
+
+                if (dirtyContext is not null)
+                {
+                    contexts.Add(dirtyContext);
+                }
+
+                return contexts.Count == 0 || size == 0
+                    ? new Dictionary<string, IReadOnlyList<NbdExtent>>()
+                    : await client.MapAsync(contexts, cancellationToken: ct);
+            },
+            cancellationToken);
+
+        // Without base:allocation everything is data: read it all.
+        var allocation = maps.TryGetValue(NbdContexts.BaseAllocation, out var a) ? a : [new NbdExtent(0, (ulong)size, 0)];
+        var dirty = dirtyContext is null ? null : maps.TryGetValue(dirtyContext, out var d) ? d : [];
+        var refresh = writer.Request.Level == DiskBackupLevel.Full ? [] : writer.RefreshRequired;
+        return ReadPlanner.Plan(size, writer.ChunkSize, allocation, dirty, refresh);
+    }
+
+    private async Task<long> ReadAllAsync(SourceConnection connection, string disk, DiskWriter writer, ReadPlan plan, ProgressReporter reporter, CancellationToken cancellationToken)
+    {
+        var reads = plan.Reads;
+        if (reads.Count == 0)
+        {
+            return 0;
+        }
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Exception? firstError = null;
+        long next = -1;
+        long bytesRead = 0;
+        var minimum = connection.Current.Client.Export.BlockSizes.Minimum;
+
+        async Task ReadLoopAsync()
+        {
+            byte[]? buffer = null;
+            try
+            {
+                while (true)
+                {
+                    var k = Interlocked.Increment(ref next);
+                    if (k >= reads.Count)
+                    {
+                        return;
+                    }
+
+                    stop.Token.ThrowIfCancellationRequested();
+                    var chunk = reads[(int)k];
+                    buffer ??= ArrayPool<byte>.Shared.Rent(writer.ChunkSize);
+                    var data = buffer.AsMemory(0, chunk.Length);
+                    var bytes = await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => ReadChunkAsync(client, chunk, data, minimum, ct), stop.Token);
+                    await writer.WriteChunkAsync(chunk.Index, data, stop.Token);
+                    Interlocked.Add(ref bytesRead, bytes);
+                    var endsRun = k == reads.Count - 1 || reads[(int)k + 1].Index != chunk.Index + 1;
+                    reporter.Add(bytes, endsRun ? 1 : 0);
+                }
+            }
+            catch (Exception e)
+            {
+                if (e is not OperationCanceledException || !stop.IsCancellationRequested)
+                {
+                    Interlocked.CompareExchange(ref firstError, e, null);
+                }
+
+                await stop.CancelAsync();
+                throw;
+            }
+            finally
+            {
+                if (buffer is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+        }
+
+        var readers = new Task[(int)Math.Min(_options.ReadsInFlight, reads.Count)];
+        for (var i = 0; i < readers.Length; i++)
+        {
+            readers[i] = ReadLoopAsync();
+        }
+
+        try
+        {
+            await Task.WhenAll(readers);
+        }
+        catch when (firstError is not null && !cancellationToken.IsCancellationRequested)
+        {
+            ExceptionDispatchInfo.Throw(firstError);
+        }
+
+        return bytesRead;
+    }
+
+    // Reads a chunk into a buffer of its length: whole, or only its data pieces into a zeroed buffer.
+    private static async Task<long> ReadChunkAsync(NbdClient client, ChunkRead chunk, Memory<byte> data, uint minimum, CancellationToken cancellationToken)
+    {
+        var pieces = chunk.Pieces;
+        if (pieces is null || (minimum > 1 && pieces.Any(p => p.Offset % minimum != 0 || p.Length % minimum != 0)))
+        {
+            await client.ReadAsync((ulong)chunk.Offset, data, cancellationToken);
+            return chunk.Length;
+        }
+
+        data.Span.Clear();
+        if (pieces.Count == 1)
+        {
+            var p = pieces[0];
+            await client.ReadAsync((ulong)p.Offset, data.Slice((int)(p.Offset - chunk.Offset), p.Length), cancellationToken);
+            return p.Length;
+        }
+
+        await Task.WhenAll(pieces.Select(p => client.ReadAsync((ulong)p.Offset, data.Slice((int)(p.Offset - chunk.Offset), p.Length), cancellationToken)));
+        return chunk.BytesToRead;
+    }
+
+    // Runs one NBD operation; a dead connection is re-opened and the operation retried (F23); a server error on the
+    // request fails the disk naming the offset, never retried and never zero-filled (F26).
+    private async Task<T> WithReconnectAsync<T>(SourceConnection connection, string disk, long offset, Func<NbdClient, CancellationToken, Task<T>> operation, CancellationToken cancellationToken)
+    {
+        var retries = 0;
+        while (true)
+        {
+            var (client, generation) = connection.Current;
+            try
+            {
+                var result = await operation(client, cancellationToken);
+                connection.Succeeded();
+                return result;
+            }
+            catch (NbdRequestException e)
+            {
+                var at = e.ErrorOffset is { } exact ? (long)exact : (long)e.Offset;
+                throw new SourceReadException(Invariant($"Disk {disk}: reading the source failed at offset {at} (chunk at {offset}): {e.Message}"), e) { Disk = disk, Offset = at };
+            }
+            catch (Exception e) when (SourceConnection.IsConnectionFailure(e) && !cancellationToken.IsCancellationRequested)
+            {
+                // Bounded twice: per operation (a range that always kills the connection), and per connection
+                // (reconnects without any request succeeding in between).
+                var last = ++retries > _options.ReconnectAttempts ? e : await connection.ReconnectAsync(generation, e, cancellationToken);
+                if (last is not null)
+                {
+                    throw new SourceReadException(
+                        Invariant($"Disk {disk}: the NBD connection failed at offset {offset} and {_options.ReconnectAttempts} reconnect(s) did not help: {last.Message}"),
+                        last)
+                    { Disk = disk, Offset = offset };
+                }
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk {Disk}: NBD connection lost, reconnecting (attempt {Attempt} of {MaxAttempts}): {Reason}")]
+    private static partial void LogReconnecting(ILogger logger, string disk, int attempt, int maxAttempts, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: backed up, {ChunksRead} chunks read, {ChunksZero} zero, {ChunksInherited} inherited, {BytesRead} bytes, {Reconnects} reconnects")]
+    private static partial void LogDone(ILogger logger, string disk, long chunksRead, long chunksZero, long chunksInherited, long bytesRead, int reconnects);
 }

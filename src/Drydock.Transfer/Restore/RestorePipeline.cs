@@ -1,6 +1,14 @@
+using System.Buffers;
+using System.Globalization;
+using System.Runtime.ExceptionServices;
+using System.Security.Cryptography;
 using Drydock.Nbd;
+using Drydock.Nbd.Client;
+using Drydock.Nbd.Protocol;
 using Drydock.Repository.Read;
+using Drydock.Transfer.Backup;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Drydock.Transfer.Restore;
 
@@ -73,18 +81,27 @@ public sealed record DiskRestoreResult
 /// writes them through NBD or to a local raw or qcow2 image. A local image appears under its final name only when it is
 /// complete.
 /// </summary>
-public sealed class RestorePipeline
+public sealed partial class RestorePipeline
 {
+    private readonly RestorePipelineOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+
     /// <summary>Creates the pipeline.</summary>
     /// <param name="options">Settings; defaults when null.</param>
     /// <param name="timeProvider">Clock for progress.</param>
     /// <param name="logger">Logger.</param>
     public RestorePipeline(RestorePipelineOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        _ = options;
-        _ = timeProvider;
-        _ = logger;
+        _options = options ?? new RestorePipelineOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.Connections, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.Parallelism, 1, nameof(options));
+        _time = timeProvider ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
     }
+
+    /// <summary>How long qemu-nbd may take to start listening, and to exit after the last client left. Default 60 s.</summary>
+    internal TimeSpan QemuNbdTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Writes a point's disk through an NBD export (the export's size must equal the disk's).</summary>
     /// <param name="source">The point's disk.</param>
@@ -93,8 +110,20 @@ public sealed class RestorePipeline
     /// <param name="progress">Progress sink.</param>
     /// <param name="cancellationToken">Cancels the restore.</param>
     /// <returns>What was done.</returns>
-    public Task<DiskRestoreResult> ToNbdAsync(DiskReader source, NbdUri target, RestoreWriteMode mode, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("skeleton");
+    /// <exception cref="TransferRequestException">The export is read-only or its size differs from the disk's.</exception>
+    /// <exception cref="TargetWriteException">Writing (or, changed-only, reading) the target failed; names the offset.</exception>
+    public Task<DiskRestoreResult> ToNbdAsync(DiskReader source, NbdUri target, RestoreWriteMode mode, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(target);
+        if (!Enum.IsDefined(mode))
+        {
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "unknown restore mode");
+        }
+
+        var reporter = new ProgressReporter(source.Disk.Name, progress, _time, _options.ProgressInterval);
+        return ToNbdCoreAsync(source, target, ct => NbdClient.ConnectAsync(target, ClientOptions(mode), ct), mode, reporter, cancellationToken);
+    }
 
     /// <summary>Writes a point's disk to a new local image; the file appears under <paramref name="path"/> only when complete.</summary>
     /// <param name="source">The point's disk.</param>
@@ -103,6 +132,401 @@ public sealed class RestorePipeline
     /// <param name="progress">Progress sink.</param>
     /// <param name="cancellationToken">Cancels the restore; nothing is left behind.</param>
     /// <returns>What was done.</returns>
-    public Task<DiskRestoreResult> ToFileAsync(DiskReader source, string path, DiskImageFormat format, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("skeleton");
+    /// <exception cref="TransferRequestException">The path exists, its directory does not, or qemu-img/qemu-nbd are missing (qcow2).</exception>
+    public async Task<DiskRestoreResult> ToFileAsync(DiskReader source, string path, DiskImageFormat format, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!Enum.IsDefined(format))
+        {
+            throw new ArgumentOutOfRangeException(nameof(format), format, "unknown image format");
+        }
+
+        var disk = source.Disk.Name;
+        var full = Path.GetFullPath(path);
+        if (File.Exists(full) || Directory.Exists(full))
+        {
+            throw new TransferRequestException($"Disk {disk}: the restore target {full} already exists; restores never overwrite a file") { Disk = disk };
+        }
+
+        if (!Directory.Exists(Path.GetDirectoryName(full)))
+        {
+            throw new TransferRequestException($"Disk {disk}: the directory of the restore target {full} does not exist") { Disk = disk };
+        }
+
+        var temporary = full + ".partial-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
+        var reporter = new ProgressReporter(disk, progress, _time, _options.ProgressInterval);
+        var result = format == DiskImageFormat.Raw
+            ? await ToRawAsync(source, temporary, full, reporter, cancellationToken)
+            : await ToQcow2Async(source, temporary, full, reporter, cancellationToken);
+        LogFileRestored(_logger, disk, full, format, result.ChunksWritten, result.BytesWritten);
+        return result;
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
+    private static void DeleteQuietly(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Best effort on a failure path: the original error is what the caller sees.
+        }
+    }
+
+    private NbdClientOptions ClientOptions(RestoreWriteMode mode)
+    {
+        var options = new NbdClientOptions
+        {
+            Connections = _options.Connections,
+            RequestTimeout = _options.RequestTimeout,
+            TimeProvider = _time,
+        };
+        if (mode == RestoreWriteMode.ChangedOnly)
+        {
+            options.MetaContexts.Add(NbdContexts.BaseAllocation);
+        }
+
+        return options;
+    }
+
+    private async Task<DiskRestoreResult> ToNbdCoreAsync(DiskReader source, NbdUri target, Func<CancellationToken, Task<NbdClient>> connect, RestoreWriteMode mode, ProgressReporter reporter, CancellationToken cancellationToken)
+    {
+        var disk = source.Disk.Name;
+        reporter.Enter(TransferPhase.Planning);
+        NbdClient client;
+        try
+        {
+            client = await connect(cancellationToken);
+        }
+        catch (NbdException e)
+        {
+            throw new TargetWriteException($"Disk {disk}: cannot open the restore target {target}: {e.Message}", e) { Disk = disk };
+        }
+
+        await using (client)
+        {
+            if (client.Export.IsReadOnly)
+            {
+                throw new TransferRequestException($"Disk {disk}: the restore target {target} is read-only") { Disk = disk };
+            }
+
+            if (client.Export.Size != (ulong)source.Size)
+            {
+                throw new TransferRequestException(Invariant($"Disk {disk}: the restore target {target} is {client.Export.Size} bytes but the disk is {source.Size} bytes")) { Disk = disk };
+            }
+
+            IReadOnlyList<NbdExtent>? zeroMap = null;
+            if (mode == RestoreWriteMode.ChangedOnly && client.HasContext(NbdContexts.BaseAllocation) && source.Size > 0)
+            {
+                var maps = await TargetOpAsync(disk, 0, () => client.MapAsync([NbdContexts.BaseAllocation], cancellationToken: cancellationToken));
+                zeroMap = maps[NbdContexts.BaseAllocation];
+            }
+
+            var result = await RestoreChunksAsync(source, new NbdTarget(client), mode, zeroMap, reporter, cancellationToken);
+            reporter.Enter(TransferPhase.Finishing);
+            if (client.Export.Has(NbdTransmissionFlags.SendFlush))
+            {
+                await TargetOpAsync(disk, 0, () => client.FlushAsync(cancellationToken));
+            }
+
+            await TargetOpAsync(disk, 0, () => client.DisconnectAsync(cancellationToken));
+            reporter.Enter(TransferPhase.Done);
+            result = result with { Elapsed = reporter.Elapsed };
+            LogRestored(_logger, disk, target, mode, result.ChunksWritten, result.ChunksZeroed, result.ChunksSkipped);
+            return result;
+        }
+    }
+
+    private async Task<DiskRestoreResult> ToRawAsync(DiskReader source, string temporary, string final, ProgressReporter reporter, CancellationToken cancellationToken)
+    {
+        var disk = source.Disk.Name;
+        reporter.Enter(TransferPhase.Planning);
+        var complete = false;
+        try
+        {
+            DiskRestoreResult result;
+
+            // Sized up front: chunks never written stay holes.
+            await using (var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 0))
+            {
+                file.SetLength(source.Size);
+                result = await RestoreChunksAsync(source, new FileTarget(file.SafeFileHandle, temporary), RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
+                reporter.Enter(TransferPhase.Finishing);
+                await Task.Run(() => file.Flush(flushToDisk: true), cancellationToken);
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            File.Move(temporary, final, overwrite: false);
+            complete = true;
+            reporter.Enter(TransferPhase.Done);
+            return result with { Elapsed = reporter.Elapsed };
+        }
+        catch (IOException e)
+        {
+            throw new TargetWriteException($"Disk {disk}: writing the raw image {final} failed: {e.Message}", e) { Disk = disk };
+        }
+        finally
+        {
+            if (!complete)
+            {
+                DeleteQuietly(temporary);
+            }
+        }
+    }
+
+    private async Task<DiskRestoreResult> ToQcow2Async(DiskReader source, string temporary, string final, ProgressReporter reporter, CancellationToken cancellationToken)
+    {
+        var disk = source.Disk.Name;
+        var qemuImg = QemuTools.Find("qemu-img", disk);
+        var qemuNbd = QemuTools.Find("qemu-nbd", disk);
+        var complete = false;
+        var socketDirectory = Directory.CreateTempSubdirectory("drydock-restore-");
+        try
+        {
+            await QemuTools.RunAsync(qemuImg, ["create", "-q", "-f", "qcow2", temporary, source.Size.ToString(CultureInfo.InvariantCulture)], disk, cancellationToken);
+            var socket = Path.Combine(socketDirectory.FullName, "nbd.sock");
+
+            // Not persistent (no -t): qemu-nbd flushes the image and exits when the last of our connections closes,
+            // which is how the restore knows the image is complete. --cache=unsafe skips fsync per FLUSH; the file is
+            // fsynced once below, after qemu-nbd has exited.
+            await using var server = QemuTools.Start(qemuNbd, ["-f", "qcow2", "--cache=unsafe", "-e", "16", "-k", socket, "-x", "restore", temporary], disk);
+            var uri = NbdUri.ForUnixSocket(socket, "restore");
+            var result = await ToNbdCoreAsync(
+                source,
+                uri,
+                ct => server.ConnectWhenListeningAsync(socket, () => NbdClient.ConnectAsync(uri, ClientOptions(RestoreWriteMode.FreshTarget), ct), QemuNbdTimeout, _time, ct),
+                RestoreWriteMode.FreshTarget,
+                reporter,
+                cancellationToken);
+            await server.WaitForExitAsync(QemuNbdTimeout, cancellationToken);
+            await TargetOpAsync(disk, 0, () => Task.Run(
+                () =>
+                {
+                    using var image = new FileStream(temporary, FileMode.Open, FileAccess.ReadWrite, FileShare.None, bufferSize: 0);
+                    image.Flush(flushToDisk: true);
+                },
+                cancellationToken));
+            cancellationToken.ThrowIfCancellationRequested();
+            File.Move(temporary, final, overwrite: false);
+            complete = true;
+            return result;
+        }
+        finally
+        {
+            if (!complete)
+            {
+                DeleteQuietly(temporary);
+            }
+
+            try
+            {
+                socketDirectory.Delete(recursive: true);
+            }
+            catch (IOException)
+            {
+                // Best effort.
+            }
+        }
+    }
+
+    // The chunk loop shared by every target: Parallelism workers take chunks in order, each with one pooled buffer.
+    private async Task<DiskRestoreResult> RestoreChunksAsync(DiskReader source, IRestoreTarget target, RestoreWriteMode mode, IReadOnlyList<NbdExtent>? zeroMap, ProgressReporter reporter, CancellationToken cancellationToken)
+    {
+        var disk = source.Disk.Name;
+        var count = source.ChunkCount;
+        long total = 0;
+        for (long i = 0; i < count; i++)
+        {
+            if (mode == RestoreWriteMode.ChangedOnly || !source.IsZero(i))
+            {
+                total += source.RangeOf(i).Length;
+            }
+        }
+
+        reporter.TotalBytes = total;
+        reporter.TotalExtents = count;
+        reporter.Enter(TransferPhase.Transferring);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Exception? firstError = null;
+        long next = -1;
+        long written = 0;
+        long zeroed = 0;
+        long skipped = 0;
+        long bytesWritten = 0;
+        long bytesCompared = 0;
+
+        async Task WorkAsync()
+        {
+            byte[]? buffer = null;
+            try
+            {
+                while (true)
+                {
+                    var i = Interlocked.Increment(ref next);
+                    if (i >= count)
+                    {
+                        return;
+                    }
+
+                    stop.Token.ThrowIfCancellationRequested();
+                    var (offset, length) = source.RangeOf(i);
+                    var zero = source.IsZero(i);
+                    buffer ??= ArrayPool<byte>.Shared.Rent(source.ChunkSize);
+                    var data = buffer.AsMemory(0, length);
+                    var done = mode == RestoreWriteMode.ChangedOnly || !zero ? length : 0;
+                    if (mode == RestoreWriteMode.ChangedOnly)
+                    {
+                        if (zero && zeroMap is not null && ReadsAsZero(zeroMap, offset, offset + length))
+                        {
+                            Interlocked.Increment(ref skipped);
+                            reporter.Add(done, 1);
+                            continue;
+                        }
+
+                        await TargetOpAsync(disk, offset, () => target.ReadAsync(offset, data, stop.Token));
+                        Interlocked.Add(ref bytesCompared, length);
+                        if (source.ContentMatches(i, data.Span))
+                        {
+                            Interlocked.Increment(ref skipped);
+                            reporter.Add(done, 1);
+                            continue;
+                        }
+                    }
+
+                    if (zero)
+                    {
+                        if (mode == RestoreWriteMode.FreshTarget)
+                        {
+                            Interlocked.Increment(ref skipped);
+                        }
+                        else
+                        {
+                            await TargetOpAsync(disk, offset, () => target.ZeroAsync(offset, data, stop.Token));
+                            Interlocked.Increment(ref zeroed);
+                        }
+                    }
+                    else
+                    {
+                        // Repository errors (missing or damaged chunk) propagate as they are: they name point, disk and range.
+                        await source.ReadChunkAsync(i, data, stop.Token);
+                        await TargetOpAsync(disk, offset, () => target.WriteAsync(offset, data, stop.Token));
+                        Interlocked.Increment(ref written);
+                        Interlocked.Add(ref bytesWritten, length);
+                    }
+
+                    reporter.Add(done, 1);
+                }
+            }
+            catch (Exception e)
+            {
+                if (e is not OperationCanceledException || !stop.IsCancellationRequested)
+                {
+                    Interlocked.CompareExchange(ref firstError, e, null);
+                }
+
+                await stop.CancelAsync();
+                throw;
+            }
+            finally
+            {
+                if (buffer is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+        }
+
+        var workers = new Task[(int)Math.Clamp(count, 0, _options.Parallelism)];
+        for (var w = 0; w < workers.Length; w++)
+        {
+            workers[w] = Task.Run(WorkAsync, CancellationToken.None);
+        }
+
+        try
+        {
+            await Task.WhenAll(workers);
+        }
+        catch when (firstError is not null && !cancellationToken.IsCancellationRequested)
+        {
+            ExceptionDispatchInfo.Throw(firstError);
+        }
+
+        return new DiskRestoreResult
+        {
+            Disk = disk,
+            ChunksWritten = written,
+            ChunksZeroed = zeroed,
+            ChunksSkipped = skipped,
+            BytesWritten = bytesWritten,
+            BytesCompared = bytesCompared,
+            Elapsed = reporter.Elapsed,
+        };
+    }
+
+    // Whether the target's allocation map says [start, end) reads as zeroes from end to end.
+    private static bool ReadsAsZero(IReadOnlyList<NbdExtent> map, long start, long end)
+    {
+        int low = 0, high = map.Count - 1;
+        while (low < high)
+        {
+            var mid = (low + high + 1) / 2;
+            if ((long)map[mid].Offset <= start)
+            {
+                low = mid;
+            }
+            else
+            {
+                high = mid - 1;
+            }
+        }
+
+        var at = start;
+        for (var k = low; k < map.Count && at < end; k++)
+        {
+            var extent = map[k];
+            if ((long)extent.Offset > at || !extent.IsZero)
+            {
+                return false;
+            }
+
+            at = Math.Max(at, (long)extent.End);
+        }
+
+        return at >= end;
+    }
+
+    // Runs a target operation; its IO and NBD failures become a TargetWriteException naming the offset.
+    private static async Task TargetOpAsync(string disk, long offset, Func<Task> operation)
+    {
+        try
+        {
+            await operation();
+        }
+        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException)
+        {
+            throw new TargetWriteException(Invariant($"Disk {disk}: the restore target failed at offset {offset}: {e.Message}"), e) { Disk = disk, Offset = offset };
+        }
+    }
+
+    private static async Task<T> TargetOpAsync<T>(string disk, long offset, Func<Task<T>> operation)
+    {
+        try
+        {
+            return await operation();
+        }
+        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException)
+        {
+            throw new TargetWriteException(Invariant($"Disk {disk}: the restore target failed at offset {offset}: {e.Message}"), e) { Disk = disk, Offset = offset };
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: restored to {Target} ({Mode}): {ChunksWritten} chunks written, {ChunksZeroed} zeroed, {ChunksSkipped} skipped")]
+    private static partial void LogRestored(ILogger logger, string disk, NbdUri target, RestoreWriteMode mode, long chunksWritten, long chunksZeroed, long chunksSkipped);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: restored to {Path} ({Format}): {ChunksWritten} chunks, {BytesWritten} bytes")]
+    private static partial void LogFileRestored(ILogger logger, string disk, string path, DiskImageFormat format, long chunksWritten, long bytesWritten);
 }

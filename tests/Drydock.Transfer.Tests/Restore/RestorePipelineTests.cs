@@ -1,0 +1,193 @@
+using Drydock.Nbd.Protocol;
+using Drydock.Nbd.Server;
+using Drydock.Repository;
+using Drydock.Repository.Format;
+using Drydock.TestKit;
+using Drydock.Transfer.Restore;
+using Drydock.Transfer.Tests.TestSupport;
+using Xunit;
+using static Drydock.Transfer.Tests.TestSupport.TransferHarness;
+
+namespace Drydock.Transfer.Tests.Restore;
+
+public sealed class RestorePipelineTests
+{
+    // 41 chunks: 40 whole and an 8 KiB tail (a multiple of 512, as qcow2 needs).
+    private const long DiskSize = (40L * ChunkSize) + 8192;
+
+    private static RestorePipeline Pipeline(Action<RestorePipelineOptions>? configure = null)
+    {
+        var options = new RestorePipelineOptions { Connections = 2, Parallelism = 4, RequestTimeout = TimeSpan.FromSeconds(10) };
+        configure?.Invoke(options);
+        return new RestorePipeline(options);
+    }
+
+    private static async Task<TransferHarness> BackedUpAsync()
+    {
+        var h = await StartAsync(DiskSize);
+        await h.WriteMixedContentAsync();
+        await h.BackupAsync();
+        return h;
+    }
+
+    private static NbdExport AddTarget(TransferHarness h, long size = DiskSize, string name = "target") =>
+        h.Server.AddExport(new NbdExport(name, new NbdMemoryBackend((ulong)size)));
+
+    private static string[] FilesIn(string directory) =>
+        [.. Directory.EnumerateFiles(directory).Select(Path.GetFileName).Where(n => n != "nbd.sock").Order(StringComparer.Ordinal)!];
+
+    [Fact]
+    public async Task A_full_backup_restores_to_a_raw_file_byte_exact_and_the_file_stays_sparse()
+    {
+        await using var h = await BackedUpAsync();
+        var path = h.Directory.File("vda.raw");
+
+        var result = await Pipeline().ToFileAsync(await h.OpenAsync(1), path, DiskImageFormat.Raw, cancellationToken: Ct);
+
+        Assert.Equal(await h.ContentAsync(), await File.ReadAllBytesAsync(path, Ct));
+        // Non-zero chunks: 0-2, 5, 9-10, 20-21, 40 (chunk 12 holds allocated zeros: stored and restored as a hole).
+        Assert.Equal(9, result.ChunksWritten);
+        Assert.Equal(32, result.ChunksSkipped);
+        Assert.Equal(0, result.ChunksZeroed);
+        Assert.Equal((8 * ChunkSize) + 8192, result.BytesWritten);
+        var allocated = await AllocatedBytesAsync(path);
+        Assert.True(allocated <= result.BytesWritten + (64 * 1024), $"{allocated} bytes allocated for {result.BytesWritten} written of {DiskSize}");
+        Assert.Equal(["vda.raw"], FilesIn(h.Directory.Path));
+    }
+
+    [Fact]
+    public async Task A_full_backup_restores_to_a_qcow2_image_that_qemu_img_finds_identical()
+    {
+        await using var h = await BackedUpAsync();
+        var expected = h.Directory.File("expected.raw");
+        await File.WriteAllBytesAsync(expected, await h.ContentAsync(), Ct);
+        var path = h.Directory.File("vda.qcow2");
+
+        var result = await Pipeline().ToFileAsync(await h.OpenAsync(1), path, DiskImageFormat.Qcow2, cancellationToken: Ct);
+
+        Assert.Equal(9, result.ChunksWritten);
+        Assert.Equal("qcow2", (await NbdTools.ImageInfoAsync(path, cancellationToken: Ct)).Format);
+        Assert.True(await NbdTools.CompareAsync(expected, "raw", path, "qcow2", cancellationToken: Ct));
+        Assert.Equal(["expected.raw", "vda.qcow2"], FilesIn(h.Directory.Path));
+    }
+
+    [Fact]
+    public async Task An_incremental_restored_over_the_old_disk_writes_zeros_where_the_guest_trimmed()
+    {
+        // F19 end to end: the target holds the full's content; after Overwrite it must equal the disk, trimmed range included.
+        await using var h = await StartAsync(DiskSize);
+        await h.WriteMixedContentAsync();
+        var bitmap = h.Disk.CreateBitmap("cp1");
+        await h.BackupAsync();
+        var target = AddTarget(h);
+        await Pipeline().ToNbdAsync(await h.OpenAsync(1), h.Server.GetUnixUri("target"), RestoreWriteMode.FreshTarget, cancellationToken: Ct);
+        await h.Disk.TrimAsync(20 * ChunkSize, 2 * ChunkSize, cancellationToken: Ct);
+        await h.Disk.WriteAsync((3 * ChunkSize) + 100, new byte[] { 9, 9, 9 }, cancellationToken: Ct);
+        await h.BackupAsync(DiskBackupLevel.Incremental, 1, bitmap.ContextName);
+
+        var result = await Pipeline().ToNbdAsync(await h.OpenAsync(2), h.Server.GetUnixUri("target"), RestoreWriteMode.Overwrite, cancellationToken: Ct);
+
+        Assert.Equal(await h.ContentAsync(), await ContentAsync(target));
+        Assert.Equal(8, result.ChunksWritten);  // 0-3, 5, 9-10, 40
+        Assert.Equal(33, result.ChunksZeroed);
+    }
+
+    [Fact]
+    public async Task A_target_of_another_size_is_refused_naming_both_sizes()
+    {
+        await using var h = await BackedUpAsync();
+        var target = AddTarget(h, DiskSize + ChunkSize);
+        var reader = await h.OpenAsync(1);
+
+        var error = await Assert.ThrowsAsync<TransferRequestException>(() =>
+            Pipeline().ToNbdAsync(reader, h.Server.GetUnixUri("target"), RestoreWriteMode.Overwrite, cancellationToken: Ct));
+
+        Assert.Contains((DiskSize + ChunkSize).ToString(System.Globalization.CultureInfo.InvariantCulture), error.Message, StringComparison.Ordinal);
+        Assert.Contains(DiskSize.ToString(System.Globalization.CultureInfo.InvariantCulture), error.Message, StringComparison.Ordinal);
+        Assert.Equal(0, target.Backend is NbdMemoryBackend m ? m.AllocatedBytes : -1);
+    }
+
+    [Fact]
+    public async Task A_changed_only_restore_writes_exactly_the_chunks_that_differ()
+    {
+        await using var h = await BackedUpAsync();
+        var target = AddTarget(h);
+        var uri = h.Server.GetUnixUri("target");
+        var reader = await h.OpenAsync(1);
+        await Pipeline().ToNbdAsync(reader, uri, RestoreWriteMode.FreshTarget, cancellationToken: Ct);
+        // Damage three chunks: two data chunks changed, and data written into a chunk that is zero in the point.
+        await target.WriteAsync((1 * ChunkSize) + 7, new byte[] { 1 }, cancellationToken: Ct);
+        await target.WriteAsync(21 * ChunkSize, new byte[ChunkSize], cancellationToken: Ct);
+        await target.WriteAsync(30 * ChunkSize, new byte[] { 5, 5, 5, 5 }, cancellationToken: Ct);
+        var seen = h.Plan.Requests.Count;
+        h.Plan.RecordRequests = true;
+
+        var result = await Pipeline().ToNbdAsync(reader, uri, RestoreWriteMode.ChangedOnly, cancellationToken: Ct);
+
+        h.Plan.RecordRequests = false;
+        Assert.Equal(await h.ContentAsync(), await ContentAsync(target));
+        Assert.Equal(2, result.ChunksWritten);
+        Assert.Equal(1, result.ChunksZeroed);
+        Assert.Equal(41 - 3, result.ChunksSkipped);
+        var requests = h.Plan.Requests.Skip(seen).ToList();
+        Assert.Equal([1UL * ChunkSize, 21UL * ChunkSize], requests.Where(r => r.Command == NbdCommand.Write).Select(r => r.Offset).Order());
+        Assert.Equal([30UL * ChunkSize], requests.Where(r => r.Command == NbdCommand.WriteZeroes).Select(r => r.Offset));
+        // Chunks that are zero in the point and holes on the target are not even read.
+        var reads = requests.Where(r => r.Command == NbdCommand.Read).Select(r => r.Offset / ChunkSize).ToHashSet();
+        Assert.DoesNotContain(25UL, reads);
+        Assert.Contains(30UL, reads);
+        Assert.Equal(reads.Count * (long)ChunkSize - (ChunkSize - 8192), result.BytesCompared);
+    }
+
+    [Fact]
+    public async Task A_missing_chunk_fails_the_restore_naming_the_range_and_leaves_no_file()
+    {
+        // F33: never silent zeros, and nothing under the final name.
+        await using var h = await BackedUpAsync();
+        var reader = await h.OpenAsync(1);
+        await h.Store.DeleteAsync(ObjectNames.Chunk(reader.IdOf(20)), null, Ct);
+        var path = h.Directory.File("vda.raw");
+
+        var error = await Assert.ThrowsAsync<ChunkMissingException>(() => Pipeline().ToFileAsync(reader, path, DiskImageFormat.Raw, cancellationToken: Ct));
+
+        Assert.Equal("vda", error.Disk);
+        Assert.Equal(20L * ChunkSize, error.Offset);
+        Assert.Equal(ChunkSize, error.Length);
+        Assert.Empty(FilesIn(h.Directory.Path));
+    }
+
+    [Theory]
+    [InlineData(DiskImageFormat.Raw)]
+    [InlineData(DiskImageFormat.Qcow2)]
+    public async Task Cancelling_a_file_restore_throws_and_leaves_nothing_behind(DiskImageFormat format)
+    {
+        await using var h = await BackedUpAsync();
+        var reader = await h.OpenAsync(1);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var sink = new InlineProgress<TransferProgress>(p =>
+        {
+            if (p.DoneBytes > 0)
+            {
+                cancel.Cancel();
+            }
+        });
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
+            Pipeline(o => { o.ProgressInterval = TimeSpan.Zero; o.Parallelism = 1; }).ToFileAsync(reader, h.Directory.File("vda.img"), format, sink, cancel.Token));
+
+        Assert.Empty(FilesIn(h.Directory.Path));
+    }
+
+    [Fact]
+    public async Task An_existing_file_is_never_overwritten()
+    {
+        await using var h = await BackedUpAsync();
+        var path = h.Directory.File("vda.raw");
+        await File.WriteAllTextAsync(path, "keep me", Ct);
+        var reader = await h.OpenAsync(1);
+
+        await Assert.ThrowsAsync<TransferRequestException>(() => Pipeline().ToFileAsync(reader, path, DiskImageFormat.Raw, cancellationToken: Ct));
+
+        Assert.Equal("keep me", await File.ReadAllTextAsync(path, Ct));
+    }
+}
