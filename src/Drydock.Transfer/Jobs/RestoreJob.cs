@@ -160,7 +160,30 @@ public sealed partial class RestoreJob
         }
 
         LogRestoring(_logger, point.Point.DomainId, point.Point.Sequence, domain.Id);
-        var export = await driver.OpenRestoreExportAsync(domain.Id, disks, cancellationToken);
+
+        // A shut-off domain is started paused when the driver can only export a live domain's disks (libvirt, sim),
+        // and stopped again afterwards: the restore leaves the domain as it found it.
+        var startedPaused = false;
+        RestoreExport export;
+        try
+        {
+            export = await driver.OpenRestoreExportAsync(domain.Id, disks, cancellationToken);
+        }
+        catch (DomainStateException) when (domain.State == DomainState.ShutOff)
+        {
+            await driver.StartAsync(domain.Id, paused: true, cancellationToken);
+            startedPaused = true;
+            try
+            {
+                export = await driver.OpenRestoreExportAsync(domain.Id, disks, cancellationToken);
+            }
+            catch
+            {
+                await driver.DestroyAsync(domain.Id, CancellationToken.None);
+                throw;
+            }
+        }
+
         try
         {
             var pipeline = new RestorePipeline(_options, _time, _logger);
@@ -191,7 +214,17 @@ public sealed partial class RestoreJob
         }
         finally
         {
-            await driver.CloseRestoreExportAsync(domain.Id, export.Id, CancellationToken.None);
+            try
+            {
+                await driver.CloseRestoreExportAsync(domain.Id, export.Id, CancellationToken.None);
+            }
+            finally
+            {
+                if (startedPaused)
+                {
+                    await driver.DestroyAsync(domain.Id, CancellationToken.None);
+                }
+            }
         }
     }
 

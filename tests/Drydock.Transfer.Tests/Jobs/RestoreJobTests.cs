@@ -66,6 +66,24 @@ public sealed class RestoreJobTests
     }
 
     [Fact]
+    public async Task A_shut_off_domain_is_started_paused_for_the_restore_and_left_shut_off()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        var (_, images) = await h.BackupAndImageAsync();
+        await h.WorkAsync(6);
+        await h.Domain.DestroyAsync(Ct);
+
+        var result = await h.Restorer().IntoDomainAsync(new RestoreJobRequest { Domain = "vm-1" }, h.Driver, h.Domain.Id, changedOnly: true, cancellationToken: Ct);
+
+        Assert.True(Assert.Single(result.Disks).Result.ChunksWritten + result.Disks[0].Result.ChunksZeroed > 0);
+        Assert.Equal(Drydock.Hypervisor.DomainState.ShutOff, h.Domain.State);
+        Assert.Null(h.Domain.RestoreId);
+        var after = await h.ImageAsync("vda");
+        Assert.True(images["vda"].AsSpan().SequenceEqual(after), "the disk equals the point after the restore");
+    }
+
+    [Fact]
     public async Task Restore_into_a_disk_of_another_size_is_refused()
     {
         await using var h = await CreateAsync();
