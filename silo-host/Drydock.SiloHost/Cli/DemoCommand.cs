@@ -1,32 +1,29 @@
 using System.CommandLine;
-using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Security.Cryptography;
-using Drydock.Nbd.Client;
-using Drydock.Nbd.Copy;
-using Drydock.Nbd.Protocol;
-using Drydock.Nbd.Server;
+using Drydock.Hypervisor.Sim;
 
 namespace Drydock.SiloHost.Cli;
 
 /// <summary>
-/// <c>drydock demo</c>: the NBD data plane end to end, with no external service. Drydock's server serves a
-/// simulated guest disk (a sparse file) that a deterministic "guest" writes to; a checkpoint bitmap records
-/// the writes after the first phase; Drydock's client then does what a backup does: negotiates the
-/// allocation and changed-block contexts, maps them, copies the whole disk sparsely, reads only the changed
-/// blocks, and verifies every byte. Until the cluster exists, this is the README's "run" command.
+/// <c>drydock demo</c>, the README's "run" command until the cluster exists: the standalone backup job on the embedded
+/// default, with no external service. A simulated host runs one domain with two disks and a deterministic guest;
+/// the demo runs the real commands against it (<c>repo init</c>, <c>backup</c> full, incremental and differential with
+/// guest writes, zeroes and trims in between, <c>points</c>, <c>restore --to</c> of every point, and a changed-blocks-only
+/// <c>restore --into-domain</c>), and checks every restored disk byte for byte against the disk as it was at its backup.
 /// </summary>
 internal static class DemoCommand
 {
     private const long MiB = 1024 * 1024;
-    private const string Checkpoint = "drydock-demo-cp1";
+    private const string HostName = "demo-host";
+    private const string DomainName = "web-1";
 
     public static Command Build()
     {
-        var size = new Option<int>("--size-mib") { Description = "Size of the simulated disk in MiB.", DefaultValueFactory = _ => 512 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the simulated guest's writes.", DefaultValueFactory = _ => 2026 };
-        var keep = new Option<bool>("--keep") { Description = "Keep the temporary directory (disk, copy) for inspection." };
-        var command = new Command("demo", "Run the NBD data plane end to end on a simulated disk and verify the result.") { size, seed, keep };
+        var size = new Option<int>("--size-mib") { Description = "Size of the first simulated disk in MiB (the second is half).", DefaultValueFactory = _ => 256 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the simulated guest.", DefaultValueFactory = _ => 2026 };
+        var keep = new Option<bool>("--keep") { Description = "Keep the temporary directory (repository, restored images) for inspection." };
+        var command = new Command("demo", "Back up a simulated domain (full, incremental, differential), restore every point and verify it.") { size, seed, keep };
         command.SetGuardedAction(async (parse, cancellationToken) =>
         {
             var sizeMiB = parse.GetValue(size);
@@ -58,114 +55,105 @@ internal static class DemoCommand
     private static async Task<int> RunAsync(string directory, long size, int seed, TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {
         var started = TimeProvider.System.GetTimestamp();
-        await using var backend = NbdFileBackend.Create(Path.Combine(directory, "vm1-vda.img"), (ulong)size);
-        await using var server = new NbdServer();
-        var disk = server.AddExport(new NbdExport("vm1-vda", backend, description: "simulated guest disk vm1/vda"));
-        var socket = server.ListenUnix(Path.Combine(directory, "nbd.sock"));
-        var uri = server.GetUnixUri("vm1-vda");
-        await Say(output, $"serving a {Sizes.Human((ulong)size)} simulated disk at {uri}");
+        await using var fleet = new SimFleet(new SimFleetOptions { Directory = Path.Combine(directory, "sim"), Seed = seed });
+        var host = await fleet.AddHostAsync(HostName);
+        var spec = new SimDomainSpec { Name = DomainName };
+        spec.Disks.Add(new SimDiskSpec("vda", (ulong)size));
+        spec.Disks.Add(new SimDiskSpec("vdb", (ulong)size / 2));
+        var domain = await host.DefineAsync(spec, cancellationToken);
+        await domain.StartAsync(cancellationToken: cancellationToken);
+        await Say(output, $"simulated host {HostName}: domain {DomainName} ({domain.Id}) running, disks vda {Sizes.Human((ulong)size)}, vdb {Sizes.Human((ulong)size / 2)}");
 
-        // Phase 1: the guest fills 10 % of the disk in 1 MiB runs, then zeroes one run.
-        var guest = new Random(seed);
-        var fullRuns = PickRuns(guest, size, MiB, fraction: 0.10);
-        foreach (var run in fullRuns)
+        var passphraseFile = Path.Combine(directory, "passphrase");
+        await File.WriteAllTextAsync(passphraseFile, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16)) + "\n", cancellationToken);
+        var repo = new Uri(Path.Combine(directory, "repo")).AbsoluteUri;
+        var connectors = new HypervisorConnectors().Add(new SimConnector(fleet));
+        string[] repoArgs = ["--repo", repo, "--passphrase-file", passphraseFile];
+
+        async Task Drydock(params string[] args)
         {
-            await disk.WriteAsync((ulong)run, GuestData(guest, (int)MiB), cancellationToken: cancellationToken);
+            await Say(output, "$ drydock " + string.Join(' ', args.Select(a => a == repo ? "file://…/repo" : a == passphraseFile ? "…/passphrase" : a)));
+            var code = await DrydockCli.RunAsync(args, output, error, () => connectors, cancellationToken);
+            Check(code == ExitCodes.Success, $"'drydock {args[0]}' exited with {code}");
         }
 
-        await disk.WriteZeroesAsync((ulong)fullRuns[0], (ulong)MiB, noHole: true, cancellationToken: cancellationToken);
+        await Drydock("repo", "init", repo, "--passphrase-file", passphraseFile, "--kdf-iterations", "100000");
 
-        // A checkpoint: from here on, the bitmap records what changes.
-        var bitmap = disk.CreateBitmap(Checkpoint);
+        // The guest fills part of its disks in runs of up to 1 MiB, then three backups with guest activity in between.
+        var fill = new SimWorkload(seed, new SimWorkloadOptions { MaxBlocks = 256, ZeroWeight = 0, TrimWeight = 0 });
+        var churn = new SimWorkload(seed + 1, new SimWorkloadOptions { MaxBlocks = 16 });
+        var filled = await domain.RunWorkloadAsync(fill, (int)Math.Max(16, size / MiB / 4), cancellationToken);
+        await Say(output, $"guest wrote {filled.Count} runs ({Sizes.Human(filled.Aggregate(0UL, (sum, op) => sum + op.Length))})");
 
-        // Phase 2: 1 % more, as scattered 64 KiB writes, and one trim.
-        var changed = PickRuns(guest, size, 64 * 1024, fraction: 0.01);
-        foreach (var run in changed)
+        var expected = new List<Dictionary<string, byte[]>>();
+        string[] levels = ["full", "inc", "diff"];
+        for (var i = 0; i < levels.Length; i++)
         {
-            await disk.WriteAsync((ulong)run, GuestData(guest, 64 * 1024), cancellationToken: cancellationToken);
-        }
-
-        await disk.TrimAsync((ulong)fullRuns[^1], (ulong)MiB, cancellationToken: cancellationToken);
-        await Say(output, $"guest wrote {fullRuns.Count} MiB, took checkpoint {Checkpoint}, then changed {changed.Count} x 64 KiB and trimmed 1 MiB");
-
-        // What a backup does, with Drydock's client.
-        var description = await NbdClient.DescribeAsync(uri, cancellationToken: cancellationToken);
-        await Say(output, $"info: {description.Export.Size} bytes, contexts {string.Join(", ", description.AvailableContexts)}, multi-conn {description.Export.CanMultiConn}");
-
-        var options = new NbdClientOptions { Connections = 4 };
-        options.MetaContexts.Add(NbdContexts.BaseAllocation);
-        options.MetaContexts.Add(bitmap.ContextName);
-        await using var client = await NbdClient.ConnectAsync(uri, options, cancellationToken);
-        var maps = await client.MapAsync(cancellationToken: cancellationToken);
-        var allocation = maps[NbdContexts.BaseAllocation];
-        var dirty = maps[bitmap.ContextName].Where(e => e.IsDirty).ToList();
-        var dataBytes = allocation.Where(e => !e.IsZero).Sum(e => (long)e.Length);
-        var dirtyBytes = dirty.Sum(e => (long)e.Length);
-        await Say(output, $"map base:allocation: {allocation.Count} extents, {Sizes.Human((ulong)dataBytes)} to read, the rest holes or zeroes");
-        await Say(output, $"map {bitmap.ContextName}: {dirty.Count} dirty extents, {Sizes.Human((ulong)dirtyBytes)} changed since the checkpoint");
-        var expectedDirty = (long)bitmap.DirtyBytes;
-        Check(dirtyBytes == expectedDirty, $"the dirty map covers {dirtyBytes} bytes, the bitmap recorded {expectedDirty}");
-
-        // A full copy, sparse.
-        var copy = Path.Combine(directory, "vm1-vda.copy.raw");
-        var copier = new NbdCopier(client);
-        NbdCopyResult result;
-        await using (var progress = new TerminalProgress(error, "copy", client.Export.Size, () => copier.BytesDone, TerminalProgress.IsTerminal(error)))
-        await using (var file = new FileCopyDestination(copy))
-        {
-            result = await copier.CopyAsync(file, cancellationToken);
-        }
-
-        await Say(output, $"copy: read {Sizes.Human(result.BytesRead)}, skipped {Sizes.Human(result.BytesSkipped)} of holes and zeroes, wrote {Sizes.Human(result.BytesWritten)}");
-
-        // Verify the copy against the disk byte for byte (hashes of both files).
-        var original = await HashAsync(backendPath: Path.Combine(directory, "vm1-vda.img"), cancellationToken);
-        var copied = await HashAsync(copy, cancellationToken);
-        Check(original.AsSpan().SequenceEqual(copied), "the copy differs from the disk");
-        await Say(output, $"verify: copy equals disk (SHA-256 {Convert.ToHexStringLower(original)[..16]}…)");
-
-        // An incremental read: only the changed blocks, each compared with the disk.
-        var buffer = new byte[4 * MiB];
-        var expected = new byte[4 * MiB];
-        long incremental = 0;
-        foreach (var extent in dirty)
-        {
-            for (var at = extent.Offset; at < extent.End; at += (ulong)buffer.Length)
+            if (i > 0)
             {
-                var length = (int)Math.Min((ulong)buffer.Length, extent.End - at);
-                await client.ReadAsync(at, buffer.AsMemory(0, length), cancellationToken);
-                await disk.ReadAsync(at, expected.AsMemory(0, length), cancellationToken);
-                Check(buffer.AsSpan(0, length).SequenceEqual(expected.AsSpan(0, length)), $"changed block at {at} read back wrong");
-                incremental += length;
+                var changed = await domain.RunWorkloadAsync(churn, 40, cancellationToken);
+                await Say(output, $"guest changed {changed.Count} ranges: {changed.Count(c => c.Kind == SimGuestOperationKind.Write)} writes, {changed.Count(c => c.Kind == SimGuestOperationKind.Zero)} zeroes, {changed.Count(c => c.Kind == SimGuestOperationKind.Trim)} trims");
             }
+
+            await Drydock(["backup", DomainName, "--hypervisor", "sim:" + HostName, "--level", levels[i], .. repoArgs]);
+
+            // Nothing writes between the backup's capture and here, so the disks are what the point must hold.
+            expected.Add(await HashDisksAsync(domain, cancellationToken));
         }
 
-        await Say(output, $"incremental: read {Sizes.Human((ulong)incremental)} of changed blocks ({100.0 * incremental / size:0.00} % of the disk), all equal to the disk");
-        await client.DisconnectAsync(cancellationToken);
-        await server.StopAsync(cancellationToken);
-        await Say(output, string.Create(CultureInfo.InvariantCulture, $"OK in {TimeProvider.System.GetElapsedTime(started).TotalSeconds:0.0} s ({socket})"));
+        await Drydock(["points", DomainName, .. repoArgs]);
+
+        for (var point = 1; point <= expected.Count; point++)
+        {
+            var target = Path.Combine(directory, $"restore-{point}");
+            await Drydock(["restore", DomainName, "--point", point.ToString(CultureInfo.InvariantCulture), "--to", target, .. repoArgs]);
+            foreach (var (disk, hash) in expected[point - 1])
+            {
+                var restored = await HashFileAsync(Path.Combine(target, disk + ".raw"), cancellationToken);
+                Check(restored.AsSpan().SequenceEqual(hash), $"point {point} disk {disk}: the restored image differs from the disk at its backup");
+            }
+
+            await Say(output, $"verify: point {point} restored byte-identical ({string.Join(", ", expected[point - 1].Select(e => $"{e.Key} {Convert.ToHexStringLower(e.Value)[..12]}…"))})");
+        }
+
+        // Quick rollback: the guest goes on, then the domain is stopped and rolled back to point 1, changed blocks only.
+        await domain.RunWorkloadAsync(churn, 40, cancellationToken);
+        await domain.DestroyAsync(cancellationToken);
+        await Drydock(["restore", DomainName, "--point", "1", "--into-domain", "--changed-only", "--hypervisor", "sim:" + HostName, .. repoArgs]);
+        var rolledBack = await HashDisksAsync(domain, cancellationToken);
+        foreach (var (disk, hash) in expected[0])
+        {
+            Check(rolledBack[disk].AsSpan().SequenceEqual(hash), $"disk {disk} differs from point 1 after the changed-only restore");
+        }
+
+        await Say(output, "verify: the domain's disks equal point 1 after the changed-only restore");
+        await Say(output, string.Create(CultureInfo.InvariantCulture, $"OK in {TimeProvider.System.GetElapsedTime(started).TotalSeconds:0.0} s: 3 points backed up, 3 restored and verified, 1 rollback in place"));
         return ExitCodes.Success;
     }
 
-    [SuppressMessage("Security", "CA5394:Do not use insecure randomness", Justification = "A seeded, reproducible simulated guest; nothing secret.")]
-    private static List<long> PickRuns(Random random, long size, long run, double fraction)
+    private static async Task<Dictionary<string, byte[]>> HashDisksAsync(SimDomain domain, CancellationToken cancellationToken)
     {
-        var slots = size / run;
-        var count = Math.Max(1, (int)(slots * fraction));
-        return [.. Enumerable.Range(0, (int)slots).OrderBy(_ => random.Next()).Take(count).Order().Select(slot => slot * run)];
+        var hashes = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        var buffer = new byte[MiB];
+        foreach (var disk in domain.Disks)
+        {
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            for (ulong offset = 0; offset < disk.Size; offset += (ulong)buffer.Length)
+            {
+                var length = (int)Math.Min((ulong)buffer.Length, disk.Size - offset);
+                await disk.ReadAsync(offset, buffer.AsMemory(0, length), cancellationToken);
+                hash.AppendData(buffer, 0, length);
+            }
+
+            hashes[disk.Target] = hash.GetHashAndReset();
+        }
+
+        return hashes;
     }
 
-    [SuppressMessage("Security", "CA5394:Do not use insecure randomness", Justification = "A seeded, reproducible simulated guest; nothing secret.")]
-    private static byte[] GuestData(Random random, int length)
+    private static async Task<byte[]> HashFileAsync(string path, CancellationToken cancellationToken)
     {
-        var data = new byte[length];
-        random.NextBytes(data);
-        return data;
-    }
-
-    private static async Task<byte[]> HashAsync(string backendPath, CancellationToken cancellationToken)
-    {
-        await using var file = File.OpenRead(backendPath);
+        await using var file = File.OpenRead(path);
         return await SHA256.HashDataAsync(file, cancellationToken);
     }
 

@@ -41,17 +41,17 @@ public static class RepoCommands
         Description = "file:///path, azure://container/prefix (connection string in $DRYDOCK_AZURE_CONNECTION_STRING), or a container SAS URL",
     };
 
-    private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON." };
+    internal static Option<bool> JsonOption() => new("--json") { Description = "Print JSON." };
 
-    private static Option<string> PassphraseEnvOption() => new("--passphrase-env")
+    internal static Option<string> PassphraseEnvOption() => new("--passphrase-env")
     {
         Description = "Environment variable holding the passphrase.",
         DefaultValueFactory = _ => DefaultPassphraseVariable,
     };
 
-    private static Option<FileInfo?> PassphraseFileOption() => new("--passphrase-file") { Description = "File holding the passphrase (first line)." };
+    internal static Option<FileInfo?> PassphraseFileOption() => new("--passphrase-file") { Description = "File holding the passphrase (first line)." };
 
-    private static Option<FileInfo?> KeyFileOption() => new("--key-file") { Description = "A key file kept outside the repository." };
+    internal static Option<FileInfo?> KeyFileOption() => new("--key-file") { Description = "A key file kept outside the repository." };
 
     private static Command Init()
     {
@@ -284,14 +284,18 @@ public static class RepoCommands
         return (repo, json, passEnv, passFile, keyFile);
     }
 
-    private static async Task<BackupRepository> OpenAsync(ParseResult parse, Argument<string> repo, Option<string> passEnv, Option<FileInfo?> passFile, Option<FileInfo?> keyFile, CancellationToken cancellationToken)
+    private static Task<BackupRepository> OpenAsync(ParseResult parse, Argument<string> repo, Option<string> passEnv, Option<FileInfo?> passFile, Option<FileInfo?> keyFile, CancellationToken cancellationToken) =>
+        OpenRepositoryAsync(parse.GetValue(repo)!, parse.GetValue(passEnv)!, parse.GetValue(passFile), parse.GetValue(keyFile), cancellationToken);
+
+    /// <summary>Opens an existing repository from its URL and the passphrase options.</summary>
+    internal static async Task<BackupRepository> OpenRepositoryAsync(string repo, string passphraseVariable, FileInfo? passphraseFile, FileInfo? keyFile, CancellationToken cancellationToken)
     {
-        var store = await RepositoryLocation.OpenAsync(parse.GetValue(repo)!, create: false, cancellationToken);
-        var key = parse.GetValue(keyFile) is { } file ? await File.ReadAllBytesAsync(file.FullName, cancellationToken) : null;
-        return await BackupRepository.OpenAsync(store, ReadPassphrase(parse.GetValue(passEnv)!, parse.GetValue(passFile)), keyFile: key, cancellationToken: cancellationToken);
+        var store = await RepositoryLocation.OpenAsync(repo, create: false, cancellationToken);
+        var key = keyFile is { } file ? await File.ReadAllBytesAsync(file.FullName, cancellationToken) : null;
+        return await BackupRepository.OpenAsync(store, ReadPassphrase(passphraseVariable, passphraseFile), keyFile: key, cancellationToken: cancellationToken);
     }
 
-    private static string ReadPassphrase(string variable, FileInfo? file)
+    internal static string ReadPassphrase(string variable, FileInfo? file)
     {
         if (file is not null)
         {

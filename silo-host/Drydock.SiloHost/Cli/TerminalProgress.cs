@@ -12,7 +12,7 @@ internal sealed class TerminalProgress : IAsyncDisposable
     [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "The writer belongs to the caller.")]
     private readonly TextWriter _writer;
     private readonly Func<ulong> _done;
-    private readonly ulong _total;
+    private readonly Func<ulong> _total;
     private readonly string _label;
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stop = new();
@@ -20,6 +20,12 @@ internal sealed class TerminalProgress : IAsyncDisposable
     private readonly Task _loop;
 
     public TerminalProgress(TextWriter writer, string label, ulong total, Func<ulong> done, bool enabled, TimeProvider? time = null)
+        : this(writer, label, () => total, done, enabled, time)
+    {
+    }
+
+    /// <summary>A display whose total is learnt as the work is planned (e.g. per disk).</summary>
+    public TerminalProgress(TextWriter writer, string label, Func<ulong> total, Func<ulong> done, bool enabled, TimeProvider? time = null)
     {
         _writer = writer;
         _label = label;
@@ -66,14 +72,15 @@ internal sealed class TerminalProgress : IAsyncDisposable
 
     private string Line()
     {
-        var done = Math.Min(_done(), _total);
+        var total = _total();
+        var done = Math.Min(_done(), total);
         var seconds = Math.Max(_time.GetElapsedTime(_started).TotalSeconds, 1e-3);
         var rate = done / seconds;
-        var percent = _total == 0 ? 100.0 : 100.0 * done / _total;
-        var eta = rate > 0 ? TimeSpan.FromSeconds((_total - done) / rate) : TimeSpan.Zero;
+        var percent = total == 0 ? 100.0 : 100.0 * done / total;
+        var eta = rate > 0 ? TimeSpan.FromSeconds((total - done) / rate) : TimeSpan.Zero;
         return string.Create(
             CultureInfo.InvariantCulture,
-            $"{_label} {percent,6:0.0}%  {Sizes.Human(done)} / {Sizes.Human(_total)}  {Sizes.Human((ulong)rate)}/s  ETA {eta:hh\\:mm\\:ss}   ");
+            $"{_label} {percent,6:0.0}%  {Sizes.Human(done)} / {Sizes.Human(total)}  {Sizes.Human((ulong)rate)}/s  ETA {eta:hh\\:mm\\:ss}   ");
     }
 }
 

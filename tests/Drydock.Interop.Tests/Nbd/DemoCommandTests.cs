@@ -8,7 +8,7 @@ public sealed class DemoCommandTests
     [Fact]
     public async Task Demo_serves_maps_copies_and_verifies_a_simulated_disk()
     {
-        var result = await CliRunner.RunAsync("demo", "--size-mib", "64", "--seed", "7");
+        var result = await CliRunner.RunAsync("nbd", "demo", "--size-mib", "64", "--seed", "7");
 
         Assert.True(result.ExitCode == 0, result.Error + result.Output);
         Assert.Contains("contexts base:allocation, qemu:dirty-bitmap:drydock-demo-cp1", result.Output, StringComparison.Ordinal);
@@ -21,7 +21,7 @@ public sealed class DemoCommandTests
     [Fact]
     public async Task Demo_rejects_an_absurd_size_as_a_usage_error()
     {
-        var result = await CliRunner.RunAsync("demo", "--size-mib", "1");
+        var result = await CliRunner.RunAsync("nbd", "demo", "--size-mib", "1");
 
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("--size-mib", result.Error, StringComparison.Ordinal);

@@ -22,6 +22,7 @@ internal static class NbdCommands
         nbd.Subcommands.Add(BuildInfo());
         nbd.Subcommands.Add(BuildMap());
         nbd.Subcommands.Add(BuildCopy());
+        nbd.Subcommands.Add(NbdDemoCommand.Build());
         return nbd;
     }
 
