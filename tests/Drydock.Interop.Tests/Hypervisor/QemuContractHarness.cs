@@ -46,6 +46,9 @@ internal sealed class QemuContractHarness : ContractHarness
 
     public override bool FleeceLimited => _process is not null;
 
+    /// <summary>The <c>qemu:</c> hypervisor URI address of this instance, as <c>drydock --hypervisor qemu:…</c> takes it.</summary>
+    public string ConnectorAddress => $"unix:{_domain.QmpSocketPath}?id={_domain.Id}&fleece={_domain.FleeceDirectory}&nbd={_domain.NbdSocketPath}";
+
     public static async Task<QemuContractHarness> CreateAsync(ContractDomainSpec spec, CancellationToken cancellationToken)
     {
         var directory = TestDirectory.Create("qemu-contract");
