@@ -18,39 +18,13 @@ internal static class DemoCommand
     private const string HostName = "demo-host";
     private const string DomainName = "web-1";
 
-    public static Command Build()
-    {
-        var size = new Option<int>("--size-mib") { Description = "Size of the first simulated disk in MiB (the second is half).", DefaultValueFactory = _ => 256 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the simulated guest.", DefaultValueFactory = _ => 2026 };
-        var keep = new Option<bool>("--keep") { Description = "Keep the temporary directory (repository, restored images) for inspection." };
-        var command = new Command("demo", "Back up a simulated domain (full, incremental, differential), restore every point and verify it.") { size, seed, keep };
-        command.SetGuardedAction(async (parse, cancellationToken) =>
-        {
-            var sizeMiB = parse.GetValue(size);
-            if (sizeMiB is < 16 or > 65536)
-            {
-                throw new ArgumentException($"--size-mib must be between 16 and 65536, not {sizeMiB}");
-            }
-
-            var directory = Directory.CreateTempSubdirectory("drydock-demo-").FullName;
-            try
-            {
-                return await RunAsync(directory, sizeMiB * MiB, parse.GetValue(seed), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, cancellationToken);
-            }
-            finally
-            {
-                if (!parse.GetValue(keep))
-                {
-                    Directory.Delete(directory, recursive: true);
-                }
-                else
-                {
-                    await parse.InvocationConfiguration.Output.WriteLineAsync($"kept {directory}");
-                }
-            }
-        });
-        return command;
-    }
+    public static Command Build() => DemoScaffold.Create(
+        "demo",
+        "Back up a simulated domain (full, incremental, differential), restore every point and verify it.",
+        256,
+        "Size of the first simulated disk in MiB (the second is half).",
+        "Keep the temporary directory (repository, restored images) for inspection.",
+        RunAsync);
 
     private static async Task<int> RunAsync(string directory, long size, int seed, TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {

@@ -21,39 +21,13 @@ internal static class NbdDemoCommand
     private const long MiB = 1024 * 1024;
     private const string Checkpoint = "drydock-demo-cp1";
 
-    public static Command Build()
-    {
-        var size = new Option<int>("--size-mib") { Description = "Size of the simulated disk in MiB.", DefaultValueFactory = _ => 512 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the simulated guest's writes.", DefaultValueFactory = _ => 2026 };
-        var keep = new Option<bool>("--keep") { Description = "Keep the temporary directory (disk, copy) for inspection." };
-        var command = new Command("demo", "Run the NBD data plane alone end to end on a simulated disk and verify the result.") { size, seed, keep };
-        command.SetGuardedAction(async (parse, cancellationToken) =>
-        {
-            var sizeMiB = parse.GetValue(size);
-            if (sizeMiB is < 16 or > 65536)
-            {
-                throw new ArgumentException($"--size-mib must be between 16 and 65536, not {sizeMiB}");
-            }
-
-            var directory = Directory.CreateTempSubdirectory("drydock-demo-").FullName;
-            try
-            {
-                return await RunAsync(directory, sizeMiB * MiB, parse.GetValue(seed), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, cancellationToken);
-            }
-            finally
-            {
-                if (!parse.GetValue(keep))
-                {
-                    Directory.Delete(directory, recursive: true);
-                }
-                else
-                {
-                    await parse.InvocationConfiguration.Output.WriteLineAsync($"kept {directory}");
-                }
-            }
-        });
-        return command;
-    }
+    public static Command Build() => DemoScaffold.Create(
+        "demo",
+        "Run the NBD data plane alone end to end on a simulated disk and verify the result.",
+        512,
+        "Size of the simulated disk in MiB.",
+        "Keep the temporary directory (disk, copy) for inspection.",
+        RunAsync);
 
     private static async Task<int> RunAsync(string directory, long size, int seed, TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {
