@@ -98,6 +98,12 @@ public sealed record ChainPlanInput
 
     /// <summary>The name of the checkpoint this backup creates.</summary>
     public required string NewCheckpoint { get; init; }
+
+    /// <summary>
+    /// Drydock checkpoints known to be unusable as a base although the driver lists them (for instance a redefine from
+    /// the saved XML failed validation, F05), with why. A disk whose base is one of them goes full. Default none.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> UnusableCheckpoints { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
 }
 
 /// <summary>Why a disk is read in full.</summary>

@@ -1,9 +1,13 @@
+using System.Globalization;
 using Drydock.Hypervisor;
 using Drydock.Repository;
 using Drydock.Repository.Format;
+using Drydock.Repository.Write;
+using Drydock.Storage;
 using Drydock.Transfer.Backup;
 using Drydock.Transfer.Chain;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Drydock.Transfer.Jobs;
 
@@ -87,6 +91,10 @@ public sealed class BackupJobOptions
 
     /// <summary>Disks backed up at once. Default 2.</summary>
     public int DiskParallelism { get; set; } = 2;
+
+    /// <summary>Names the new checkpoint from the current time. Default <see cref="DrydockNames.NewCheckpointName"/>; tests
+    /// pin it to leave a stale checkpoint under the next name (F02).</summary>
+    internal Func<DateTimeOffset, string> CheckpointNamer { get; set; } = DrydockNames.NewCheckpointName;
 }
 
 /// <summary>
@@ -94,8 +102,18 @@ public sealed class BackupJobOptions
 /// checkpoint), read every disk into a new point, commit, and only then keep the new checkpoint (F04) and delete the ones
 /// the chain no longer needs. Any failure abandons the capture (its checkpoint is removed) and leaves no point.
 /// </summary>
-public sealed class BackupJob
+/// <remarks>
+/// The point is begun (which takes the repository's per-domain writer lease) before anything on the hypervisor is
+/// touched, so that two jobs of the same domain never reconcile or repair each other's captures and checkpoints.
+/// </remarks>
+public sealed partial class BackupJob
 {
+    private readonly IHypervisorDriver _driver;
+    private readonly BackupRepository _repository;
+    private readonly BackupJobOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+
     /// <summary>Creates the job runner.</summary>
     /// <param name="driver">The host's hypervisor driver.</param>
     /// <param name="repository">The repository.</param>
@@ -104,11 +122,11 @@ public sealed class BackupJob
     /// <param name="logger">Logger.</param>
     public BackupJob(IHypervisorDriver driver, BackupRepository repository, BackupJobOptions? options = null, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        _ = driver;
-        _ = repository;
-        _ = options;
-        _ = timeProvider;
-        _ = logger;
+        _driver = driver;
+        _repository = repository;
+        _options = options ?? new BackupJobOptions();
+        _time = timeProvider ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
     }
 
     /// <summary>Runs a backup.</summary>
@@ -116,6 +134,385 @@ public sealed class BackupJob
     /// <param name="progress">Per-disk progress.</param>
     /// <param name="cancellationToken">Cancels the job; nothing is published.</param>
     /// <returns>The committed point.</returns>
-    public Task<BackupJobResult> RunAsync(BackupJobRequest request, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("skeleton");
+    /// <exception cref="TransferRequestException">No such domain or disk, or a level that cannot be done without fallback.</exception>
+    /// <exception cref="TransferException">The backup failed; nothing was published.</exception>
+    public async Task<BackupJobResult> RunAsync(BackupJobRequest request, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var started = _time.GetTimestamp();
+        var domain = await ResolveDomainAsync(request.Domain, cancellationToken);
+        var domainKey = DomainKeys.ToRepositoryId(domain.Id);
+        var targets = request.Disks ?? [.. domain.Disks.Select(d => d.Target)];
+        if (targets.Count == 0)
+        {
+            throw new TransferRequestException($"Domain '{domain.Name}' ({domain.Id}) has no disk to back up.");
+        }
+
+        var writerId = request.WriterId ?? "drydock@" + Environment.MachineName;
+        LogStarting(_logger, domain.Id, domain.Name, request.Level);
+
+        // The manifest's labels are filled once the capture says what each disk is; the writer copies them at commit.
+        var labels = new Dictionary<string, string>(request.Labels, StringComparer.Ordinal);
+        PointWriter? writer = null;
+        Capture? capture = null;
+        try
+        {
+            var definition = await _driver.GetDefinitionAsync(domain.Id, cancellationToken);
+            writer = await _repository.BeginPointAsync(
+                new PointRequest
+                {
+                    Tenant = request.Tenant,
+                    DomainId = domainKey,
+                    DomainName = domain.Name,
+                    DomainXml = definition.Text,
+                    WriterId = writerId,
+                    Labels = labels,
+                },
+                cancellationToken);
+
+            await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
+            var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
+            var newCheckpoint = _options.CheckpointNamer(_time.GetUtcNow());
+            var (plan, health, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
+
+            capture = await _driver.BeginCaptureAsync(
+                new CaptureRequest
+                {
+                    DomainId = domain.Id,
+                    Disks = [.. plan.Disks.Select(d => new CaptureDiskRequest(d.Target, d.SinceCheckpoint))],
+                    NewCheckpoint = _driver.Capabilities.Checkpoints ? plan.NewCheckpoint : null,
+                    FallBackToFull = request.AllowFallback,
+                    Label = writerId,
+                },
+                cancellationToken);
+            LogCaptured(_logger, domain.Id, capture.Id, capture.NewCheckpoint);
+
+            var disks = Reconcile(request, domain.Id, plan, health, capture);
+            var checkpointXml = capture.NewCheckpoint is { } created && capture.Disks.Any(d => d.InNewCheckpoint)
+                ? await _driver.GetCheckpointXmlAsync(domain.Id, created, cancellationToken)
+                : null;
+
+            labels[ChainPlanner.LevelLabel] = LevelName(request.Level);
+            var writers = new List<(DiskChainPlan Plan, CaptureDisk Source, DiskWriter Writer)>(disks.Count);
+            foreach (var (diskPlan, source) in disks)
+            {
+                labels[ChainPlanner.GenerationLabel(source.Target)] = source.Generation.ToString(CultureInfo.InvariantCulture);
+                if (diskPlan.FullReason is { } reason)
+                {
+                    labels[ChainPlanner.FullReasonLabel(source.Target)] = $"{reason.Code}: {reason.Message}";
+                    LogDiskFull(_logger, domain.Id, source.Target, reason.Code, reason.Message);
+                }
+
+                var diskWriter = await writer.AddDiskAsync(
+                    new DiskRequest
+                    {
+                        Name = source.Target,
+                        Identity = source.Identity,
+                        VirtualSize = checked((long)source.VirtualSize),
+                        Level = diskPlan.Level,
+                        ParentSequence = diskPlan.ParentSequence,
+                        CheckpointName = source.InNewCheckpoint ? capture.NewCheckpoint : null,
+                        CheckpointXml = source.InNewCheckpoint ? checkpointXml : null,
+                    },
+                    cancellationToken);
+                writers.Add((diskPlan, source, diskWriter));
+            }
+
+            var transfers = await TransferAsync(domain.Id, writers, progress, cancellationToken);
+            var manifest = await writer.CommitAsync(cancellationToken);
+            var point = writer.Point;
+            LogCommitted(_logger, domain.Id, point.Sequence);
+
+            // Committed: from here on nothing may abandon the capture (that would drop the new base, F04).
+            var committedCapture = capture;
+            capture = null;
+            var deleted = await AfterCommitAsync(domain.Id, committedCapture, points, manifest);
+            return new BackupJobResult
+            {
+                Domain = domain,
+                Point = point,
+                Manifest = manifest,
+                Disks = [.. writers.Select((w, i) => new DiskBackupReport
+                {
+                    Target = w.Source.Target,
+                    Level = w.Plan.Level,
+                    FullReason = w.Plan.FullReason,
+                    Transfer = transfers[i],
+                    Stored = manifest.Disks.Single(d => d.Name == w.Source.Target).Stats,
+                })],
+                Repairs = repairs,
+                DeletedCheckpoints = deleted,
+                Elapsed = _time.GetElapsedTime(started),
+            };
+        }
+        catch (Exception ex)
+        {
+            if (capture is not null)
+            {
+                await AbandonAsync(domain.Id, capture.Id);
+            }
+
+            LogFailed(_logger, ex, domain.Id, ex.Message);
+            throw Classify(ex, domain);
+        }
+        finally
+        {
+            if (writer is not null)
+            {
+                await writer.DisposeAsync();
+            }
+        }
+    }
+
+    private static string LevelName(RequestedLevel level) => level switch
+    {
+        RequestedLevel.Full => "full",
+        RequestedLevel.Incremental => "incremental",
+        RequestedLevel.Differential => "differential",
+        _ => "auto",
+    };
+
+    /// <summary>The exception to surface: typed failures as they are, anything else wrapped naming the domain.</summary>
+    private static Exception Classify(Exception ex, DomainInfo domain) => ex switch
+    {
+        TransferException or HypervisorException or RepositoryException or BlobStoreException or OperationCanceledException => ex,
+        _ => new TransferException($"Backup of domain '{domain.Name}' ({domain.Id}) failed: {ex.Message}", ex),
+    };
+
+    private async Task<DomainInfo> ResolveDomainAsync(string domain, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _driver.GetDomainAsync(domain, cancellationToken);
+        }
+        catch (DomainNotFoundException)
+        {
+            // Not an id: try the name.
+        }
+
+        var matches = (await _driver.ListDomainsAsync(cancellationToken)).Where(d => string.Equals(d.Name, domain, StringComparison.Ordinal)).ToList();
+        return matches.Count switch
+        {
+            1 => matches[0],
+            0 => throw new TransferRequestException($"No domain '{domain}' on host '{_driver.HostName}'."),
+            _ => throw new TransferRequestException($"Several domains are named '{domain}' on host '{_driver.HostName}': {string.Join(", ", matches.Select(m => m.Id))}; name one by id."),
+        };
+    }
+
+    /// <summary>F03: captures an earlier run left (the writer lease says no other job of this domain runs).</summary>
+    private async Task ReleaseLeftoverCapturesAsync(string domainId, CancellationToken cancellationToken)
+    {
+        foreach (var leftover in await _driver.ListCapturesAsync(domainId, cancellationToken))
+        {
+            if (await _driver.ReleaseCaptureAsync(domainId, leftover.Id, CaptureOutcome.Abandoned, cancellationToken))
+            {
+                LogLeftoverReleased(_logger, domainId, leftover.Id, leftover.NewCheckpoint);
+            }
+        }
+    }
+
+    private async Task<List<ChainPoint>> LoadPointsAsync(string tenant, Guid domainKey, CancellationToken cancellationToken)
+    {
+        var points = new List<ChainPoint>();
+        foreach (var point in (await _repository.ListPointsAsync(tenant, domainKey, cancellationToken)).OrderBy(p => p.Sequence))
+        {
+            points.Add(ChainPlanner.FromManifest(await _repository.ReadManifestAsync(point, cancellationToken)));
+        }
+
+        return points;
+    }
+
+    /// <summary>
+    /// Plans, then makes the plan's repairs. A redefine the driver refuses (F05: the saved XML no longer matches the
+    /// bitmaps) marks that checkpoint unusable and plans again, so its disks go full; every round adds one such
+    /// checkpoint, so this ends.
+    /// </summary>
+    private async Task<(ChainPlan Plan, IReadOnlyList<DiskHealth> Health, List<CheckpointRepair> Repairs)> PlanAndRepairAsync(
+        BackupJobRequest request, string domainId, IReadOnlyList<string> targets, List<ChainPoint> points, string newCheckpoint, CancellationToken cancellationToken)
+    {
+        var applied = new List<CheckpointRepair>();
+        var unusable = new Dictionary<string, string>(StringComparer.Ordinal);
+        while (true)
+        {
+            var health = await _driver.GetDiskHealthAsync(domainId, cancellationToken);
+            var plan = ChainPlanner.Plan(new ChainPlanInput
+            {
+                DomainId = domainId,
+                Level = request.Level,
+                AllowFallback = request.AllowFallback,
+                AutoFullAfter = request.AutoFullAfter,
+                Targets = targets,
+                Disks = health,
+                Checkpoints = await _driver.ListCheckpointsAsync(domainId, cancellationToken),
+                CheckpointMetadata = _driver.Capabilities.CheckpointMetadata,
+                Points = points,
+                NewCheckpoint = newCheckpoint,
+                UnusableCheckpoints = unusable,
+            });
+
+            var failed = false;
+            foreach (var repair in plan.Repairs)
+            {
+                if (await RepairAsync(domainId, repair, cancellationToken) is { } why)
+                {
+                    if (!unusable.TryAdd(repair.Checkpoint, why))
+                    {
+                        throw new TransferException($"Checkpoint '{repair.Checkpoint}' of domain '{domainId}' was planned for a redefine again after it failed: {why}");
+                    }
+
+                    failed = true;
+                    break;
+                }
+
+                applied.Add(repair);
+            }
+
+            if (!failed)
+            {
+                return (plan, health, applied);
+            }
+        }
+    }
+
+    /// <summary>Makes one repair; returns why a redefine was refused, or null.</summary>
+    private async Task<string?> RepairAsync(string domainId, CheckpointRepair repair, CancellationToken cancellationToken)
+    {
+        LogRepair(_logger, domainId, repair.Kind, repair.Checkpoint, repair.Reason);
+        try
+        {
+            switch (repair.Kind)
+            {
+                case CheckpointRepairKind.Redefine:
+                    await _driver.RedefineCheckpointAsync(domainId, repair.Xml!, cancellationToken);
+                    break;
+                case CheckpointRepairKind.DeleteMetadata:
+                    await _driver.DeleteCheckpointAsync(domainId, repair.Checkpoint, CheckpointDeleteMode.MetadataOnly, cancellationToken);
+                    break;
+                default:
+                    await _driver.DeleteCheckpointAsync(domainId, repair.Checkpoint, CheckpointDeleteMode.All, cancellationToken);
+                    break;
+            }
+        }
+        catch (CheckpointNotFoundException) when (repair.Kind != CheckpointRepairKind.Redefine)
+        {
+            // Already gone.
+        }
+        catch (HypervisorException ex) when (repair.Kind == CheckpointRepairKind.Redefine
+            && (ex is CheckpointException || ex.GetType() == typeof(HypervisorException)))
+        {
+            LogRedefineFailed(_logger, domainId, repair.Checkpoint, ex.Message);
+            return ex.Message;
+        }
+
+        return null;
+    }
+
+    /// <summary>Lines the plan up with what the capture did: a disk the driver read in full is stored full (with its
+    /// reason), and so is one whose image, size or generation changed between the plan and the capture (the capture's
+    /// view is whole, so reading it in full is always right).</summary>
+    private static List<(DiskChainPlan Plan, CaptureDisk Source)> Reconcile(BackupJobRequest request, string domainId, ChainPlan plan, IReadOnlyList<DiskHealth> health, Capture capture)
+    {
+        var disks = new List<(DiskChainPlan, CaptureDisk)>(plan.Disks.Count);
+        foreach (var diskPlan in plan.Disks)
+        {
+            var source = capture.Disk(diskPlan.Target);
+            if (diskPlan.Level == DiskBackupLevel.Full)
+            {
+                disks.Add((diskPlan, source with { ChangedBlocksContext = null, SinceCheckpoint = null }));
+                continue;
+            }
+
+            var planned = health.First(h => string.Equals(h.Target, diskPlan.Target, StringComparison.Ordinal));
+            var changed = !string.Equals(planned.Identity, source.Identity, StringComparison.Ordinal) ? FullReasonCode.Replaced
+                : planned.VirtualSize != source.VirtualSize ? FullReasonCode.Resized
+                : planned.Generation != source.Generation ? FullReasonCode.GenerationChanged
+                : (FullReasonCode?)null;
+            if (changed is null && !source.IsFull)
+            {
+                disks.Add((diskPlan, source));
+                continue;
+            }
+
+            var reason = changed is { } code
+                ? new FullReason(code, $"Disk '{source.Target}' changed ({code}) between planning and capture.")
+                : new FullReason(FullReasonCode.DriverFallback, source.FullReason?.Message ?? $"The driver read disk '{source.Target}' in full without saying why.");
+            if (!request.AllowFallback && request.Level != RequestedLevel.Auto)
+            {
+                throw new TransferRequestException($"Disk '{source.Target}' of domain '{domainId}' cannot be backed up incrementally and fallback to full is off: {reason.Message}") { Disk = source.Target };
+            }
+
+            disks.Add((
+                diskPlan with { Level = DiskBackupLevel.Full, SinceCheckpoint = null, ParentSequence = null, FullReason = reason },
+                source with { ChangedBlocksContext = null, SinceCheckpoint = null }));
+        }
+
+        return disks;
+    }
+
+    private async Task<DiskBackupResult[]> TransferAsync(
+        string domainId, List<(DiskChainPlan Plan, CaptureDisk Source, DiskWriter Writer)> disks, IProgress<TransferProgress>? progress, CancellationToken cancellationToken)
+    {
+        var pipeline = new BackupPipeline(_options.Pipeline, _time, _logger);
+        var results = new DiskBackupResult[disks.Count];
+        await Parallel.ForEachAsync(
+            Enumerable.Range(0, disks.Count),
+            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, _options.DiskParallelism), CancellationToken = cancellationToken },
+            async (i, token) =>
+            {
+                var (_, source, writer) = disks[i];
+                results[i] = await pipeline.RunAsync(source, writer, progress, token);
+                LogDiskDone(_logger, domainId, source.Target, results[i].ChunksRead, results[i].BytesRead);
+            });
+        return results;
+    }
+
+    /// <summary>After the commit: keep the new checkpoint (release the capture committed), then delete our checkpoints the
+    /// chain no longer needs. The point is committed whatever happens here; failures are logged, and a later run's
+    /// reconciliation finishes the job.</summary>
+    private async Task<List<string>> AfterCommitAsync(string domainId, Capture capture, List<ChainPoint> points, PointManifest manifest)
+    {
+        var deleted = new List<string>();
+        try
+        {
+            await _driver.ReleaseCaptureAsync(domainId, capture.Id, CaptureOutcome.Committed, CancellationToken.None);
+            var keep = ChainPlanner.CheckpointsToKeep([.. points, ChainPlanner.FromManifest(manifest)]);
+            foreach (var checkpoint in await _driver.ListCheckpointsAsync(domainId, CancellationToken.None))
+            {
+                if (!checkpoint.IsOwned || keep.Contains(checkpoint.Name))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    await _driver.DeleteCheckpointAsync(domainId, checkpoint.Name, CheckpointDeleteMode.All, CancellationToken.None);
+                    deleted.Add(checkpoint.Name);
+                    LogCheckpointDeleted(_logger, domainId, checkpoint.Name);
+                }
+                catch (CheckpointNotFoundException)
+                {
+                    // Gone meanwhile.
+                }
+            }
+        }
+        catch (HypervisorException ex)
+        {
+            LogAfterCommitFailed(_logger, ex, domainId, ex.Message);
+        }
+
+        return deleted;
+    }
+
+    private async Task AbandonAsync(string domainId, string captureId)
+    {
+        try
+        {
+            await _driver.ReleaseCaptureAsync(domainId, captureId, CaptureOutcome.Abandoned, CancellationToken.None);
+            LogAbandoned(_logger, domainId, captureId);
+        }
+        catch (Exception ex) when (ex is HypervisorException or IOException or TimeoutException)
+        {
+            // The original failure is what the caller needs; the next run's reconciliation releases it (F03).
+            LogAbandonFailed(_logger, ex, domainId, captureId, ex.Message);
+        }
+    }
 }

@@ -1,0 +1,142 @@
+using Drydock.Hypervisor.Sim;
+using Drydock.Repository.Format;
+using Drydock.Transfer.Chain;
+using Drydock.Transfer.Jobs;
+using Xunit;
+using static Drydock.Transfer.Tests.Jobs.JobHarness;
+
+namespace Drydock.Transfer.Tests.Jobs;
+
+public sealed class BackupJobTests
+{
+    [Fact]
+    public async Task Full_incremental_differential_each_restore_to_the_disk_at_capture_time()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+
+        var (full, fullImages) = await h.BackupAndImageAsync();
+        var touched1 = await h.WorkAsync(8);
+        var (incremental, incrementalImages) = await h.BackupAndImageAsync();
+        var touched2 = await h.WorkAsync(8);
+        var (differential, differentialImages) = await h.BackupAndImageAsync(RequestedLevel.Differential);
+
+        Assert.Equal(DiskBackupLevel.Full, full.Disks[0].Level);
+        Assert.Equal(FullReasonCode.NoPriorPoint, full.Disks[0].FullReason?.Code);
+
+        var inc = incremental.Disks[0];
+        Assert.Equal(DiskBackupLevel.Incremental, inc.Level);
+        Assert.Equal(1, incremental.Manifest.Disks[0].ParentSequence);
+        Assert.InRange(inc.Transfer.ChunksRead + inc.Transfer.ChunksZero, 1, touched1["vda"].Count); // only changed chunks read
+        Assert.Equal(DiskSize / ChunkSize - (ulong)(inc.Transfer.ChunksRead + inc.Transfer.ChunksZero), (ulong)inc.Stored.InheritedChunks);
+
+        var diff = differential.Disks[0];
+        Assert.Equal(DiskBackupLevel.Differential, diff.Level);
+        Assert.Equal(1, differential.Manifest.Disks[0].ParentSequence);
+        Assert.InRange(diff.Transfer.ChunksRead + diff.Transfer.ChunksZero, 1, touched1["vda"].Union(touched2["vda"]).Count());
+
+        Assert.Equal("auto", incremental.Manifest.Labels["level"]);
+        Assert.Equal("0", incremental.Manifest.Labels["disk.vda.generation"]);
+
+        await h.AssertRestoresAsync(1, fullImages);
+        await h.AssertRestoresAsync(2, incrementalImages);
+        await h.AssertRestoresAsync(3, differentialImages);
+    }
+
+    [Fact]
+    public async Task Checkpoints_are_promoted_after_commit_and_only_the_chains_are_kept()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        var first = await h.BackupAsync();
+        await h.WorkAsync(4);
+        var second = await h.BackupAsync();
+        await h.WorkAsync(4);
+        var third = await h.BackupAsync();
+
+        var cp1 = first.Manifest.Disks[0].CheckpointName!;
+        var cp2 = second.Manifest.Disks[0].CheckpointName!;
+        var cp3 = third.Manifest.Disks[0].CheckpointName!;
+        Assert.NotNull(first.Manifest.Disks[0].CheckpointXml);
+        Assert.Empty(second.DeletedCheckpoints); // cp1 is the newest full's, cp2 the newest's
+        Assert.Equal([cp2], third.DeletedCheckpoints); // cp2 is neither any more
+        Assert.Equal(new[] { cp1, cp3 }.Order(StringComparer.Ordinal), (await h.CheckpointNamesAsync()).Order(StringComparer.Ordinal));
+        Assert.Null(h.Domain.CaptureId);
+    }
+
+    [Fact]
+    public async Task Two_disk_domain_backs_up_and_restores_both_disks()
+    {
+        await using var h = await CreateAsync(new SimDiskSpec("vda", DiskSize), new SimDiskSpec("vdb", DiskSize * 2));
+        await h.FillAsync();
+        var (full, fullImages) = await h.BackupAndImageAsync();
+        var touched = await h.WorkAsync(12);
+        var (incremental, incrementalImages) = await h.BackupAndImageAsync();
+
+        Assert.All(full.Disks, d => Assert.Equal(DiskBackupLevel.Full, d.Level));
+        Assert.All(incremental.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        foreach (var disk in incremental.Disks)
+        {
+            Assert.InRange(disk.Transfer.ChunksRead + disk.Transfer.ChunksZero, 0, touched.GetValueOrDefault(disk.Target)?.Count ?? 0);
+        }
+
+        await h.AssertRestoresAsync(1, fullImages);
+        await h.AssertRestoresAsync(2, incrementalImages);
+    }
+
+    [Fact]
+    public async Task Full_requested_reads_every_disk()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        await h.BackupAsync();
+
+        var (full, images) = await h.BackupAndImageAsync(RequestedLevel.Full);
+
+        Assert.Equal(FullReasonCode.Requested, full.Disks[0].FullReason?.Code);
+        Assert.Equal("full", full.Manifest.Labels["level"]);
+        Assert.StartsWith("Requested", full.Manifest.Labels["disk.vda.full-reason"], StringComparison.Ordinal);
+        await h.AssertRestoresAsync(2, images);
+    }
+
+    [Fact]
+    public async Task Domain_is_found_by_name_and_an_unknown_one_is_refused()
+    {
+        await using var h = await CreateAsync();
+
+        var result = await new BackupJob(h.Driver, h.Repository, h.Options).RunAsync(new BackupJobRequest { Domain = "vm-1" }, cancellationToken: Ct);
+        Assert.Equal(h.Domain.Id, result.Domain.Id);
+        Assert.Equal(h.DomainKey, result.Point.DomainId);
+
+        await Assert.ThrowsAsync<TransferRequestException>(() =>
+            new BackupJob(h.Driver, h.Repository, h.Options).RunAsync(new BackupJobRequest { Domain = "vm-2" }, cancellationToken: Ct));
+    }
+
+    [Fact]
+    public async Task Unknown_disk_is_refused_before_anything_is_captured()
+    {
+        await using var h = await CreateAsync();
+
+        var error = await Assert.ThrowsAsync<TransferRequestException>(() => h.BackupAsync(disks: ["vdz"]));
+
+        Assert.Equal("vdz", error.Disk);
+        Assert.Empty(await h.PointsAsync());
+        Assert.Null(h.Domain.CaptureId);
+        Assert.Empty(await h.CheckpointNamesAsync());
+    }
+
+    [Fact]
+    public async Task Incremental_without_fallback_fails_when_a_disk_cannot_do_it()
+    {
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        await h.BackupAsync();
+        await h.Domain.ReplaceDiskAsync("vda", Ct);
+
+        var error = await Assert.ThrowsAsync<TransferRequestException>(() => h.BackupAsync(RequestedLevel.Incremental, allowFallback: false));
+
+        Assert.Equal("vda", error.Disk);
+        Assert.Single(await h.PointsAsync());
+        Assert.Null(h.Domain.CaptureId);
+    }
+}
