@@ -12,6 +12,9 @@ using Drydock.Benchmarks;
 //   ... -- repository [options]     repository write/read paths vs zstd + sha256sum (Repository/)
 //   ... -- capture-latency [--runs 20] [--write]   QEMU driver capture set-up + tear-down (CaptureLatencyBenchmark.cs)
 //   ... -- libvirt-capture-latency [--runs 10] [--write]   libvirt driver vs virsh (LibvirtCaptureLatencyBenchmark.cs; root: starts libvirtd)
+//   ... -- backup-restore [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupPipeline vs nbdcopy, RestorePipeline vs qemu-img convert (Transfer/)
+//   ... -- extent-planning [--extents 100000] [--runs 5] [--work DIR] [--write]   issue 6: block-status walk + ReadPlanner on 1 TiB vs nbdinfo --map (Transfer/)
+//   ... -- libvirt-backup [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupJob on libvirt vs virtnbdbackup (Transfer/; root: starts libvirtd)
 switch (args.FirstOrDefault())
 {
     case "runtime":
@@ -26,6 +29,9 @@ switch (args.FirstOrDefault())
         Console.Error.WriteLine("       Drydock.Benchmarks runtime | repository … (see their sections in docs/BENCHMARKS.md)");
         Console.Error.WriteLine("       Drydock.Benchmarks capture-latency [--runs N] [--write]");
         Console.Error.WriteLine("       Drydock.Benchmarks libvirt-capture-latency [--runs N] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks backup-restore [--size-mib N] [--runs N] [--work DIR] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks extent-planning [--extents N] [--runs N] [--work DIR] [--write]");
+        Console.Error.WriteLine("       Drydock.Benchmarks libvirt-backup [--size-mib N] [--runs N] [--work DIR] [--write]");
         return 2;
 }
 
@@ -55,6 +61,15 @@ switch (scenario)
         break;
     case "libvirt-capture-latency":
         section = await new LibvirtCaptureLatencyBenchmark(Option("--runs", 10), Console.Error).RunAsync(cancel.Token);
+        break;
+    case "backup-restore":
+        section = await new Drydock.Benchmarks.Transfer.BackupRestoreBenchmark(sizeMiB * 1024L * 1024, runs, OptionText("--work") ?? "/var/tmp/drydock-bench-transfer", Console.Error).RunAsync(cancel.Token);
+        break;
+    case "extent-planning":
+        section = await new Drydock.Benchmarks.Transfer.ExtentPlanningBenchmark(Option("--extents", 100_000), Option("--runs", 5), OptionText("--work") ?? "/var/tmp/drydock-bench-extents", Console.Error).RunAsync(cancel.Token);
+        break;
+    case "libvirt-backup":
+        section = await new Drydock.Benchmarks.Transfer.LibvirtBackupBenchmark(sizeMiB * 1024L * 1024, runs, OptionText("--work") ?? "/var/tmp/drydock-bench-transfer", Console.Error).RunAsync(cancel.Token);
         break;
     default:
         Console.Error.WriteLine($"unknown scenario {scenario}");
