@@ -79,7 +79,7 @@ public static class Readiness
         var stopwatch = Stopwatch.StartNew();
         while (true)
         {
-            if (File.Exists(socketPath) && await CanConnectAsync(new UnixDomainSocketEndPoint(socketPath), ProtocolType.Unspecified, cancellationToken))
+            if (await UnixSocketAnswersAsync(socketPath, cancellationToken))
             {
                 return;
             }
@@ -89,6 +89,10 @@ public static class Readiness
             await Task.Delay(PollInterval, cancellationToken);
         }
     }
+
+    /// <summary>Whether a Unix-domain socket exists and accepts a connection now (a socket file left by a dead server does not).</summary>
+    internal static async Task<bool> UnixSocketAnswersAsync(string socketPath, CancellationToken cancellationToken) =>
+        File.Exists(socketPath) && await CanConnectAsync(new UnixDomainSocketEndPoint(socketPath), ProtocolType.Unspecified, cancellationToken);
 
     /// <summary>Waits until 127.0.0.1:<paramref name="port"/> accepts a connection (closed again at once).</summary>
     public static async Task WaitForTcpPortAsync(ManagedProcess process, int port, TimeSpan timeout, CancellationToken cancellationToken = default)

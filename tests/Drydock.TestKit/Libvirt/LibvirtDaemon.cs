@@ -47,7 +47,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
             // A socket file left by a daemon that was killed refuses connections: only an answer counts. virtlogd
             // replaces a stale socket when it starts, and libvirtd cannot start a domain without it.
             int? virtlogdPid = null;
-            if (!await AnswersAsync(VirtlogdSocketPath, cancellationToken))
+            if (!await Readiness.UnixSocketAnswersAsync(VirtlogdSocketPath, cancellationToken))
             {
                 var virtlogdPidFile = directory.File("virtlogd.pid");
                 await ProcessRunner.RunAsync(virtlogd, ["-d", "-p", virtlogdPidFile], cancellationToken);
@@ -55,7 +55,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
                 await WaitForSocketAsync(VirtlogdSocketPath, virtlogdPid.Value, "virtlogd", cancellationToken);
             }
 
-            if (await AnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
+            if (await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
             {
                 TestKitLog.Write("using the libvirtd that is already running");
                 return new LibvirtDaemon(directory, null, virtlogdPid);
@@ -123,29 +123,10 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         }
     }
 
-    private static async Task<bool> AnswersAsync(string socketPath, CancellationToken cancellationToken)
-    {
-        if (!File.Exists(socketPath))
-        {
-            return false;
-        }
-
-        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), cancellationToken);
-            return true;
-        }
-        catch (System.Net.Sockets.SocketException)
-        {
-            return false;
-        }
-    }
-
     private static async Task WaitForSocketAsync(string socketPath, int pid, string daemon, CancellationToken cancellationToken)
     {
         var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (!await AnswersAsync(socketPath, cancellationToken))
+        while (!await Readiness.UnixSocketAnswersAsync(socketPath, cancellationToken))
         {
             if (waited.Elapsed > TimeSpan.FromSeconds(30) || !IsAlive(pid))
             {
