@@ -280,14 +280,7 @@ public sealed class NbdkitServer : IAsyncDisposable
                 try
                 {
                     await Readiness.WaitForPidFileAsync(process, pidFile, options.StartTimeout, cancellationToken);
-                    if (socketPath is not null)
-                    {
-                        await Readiness.WaitForUnixSocketAsync(process, socketPath, options.StartTimeout, cancellationToken);
-                    }
-                    else
-                    {
-                        await Readiness.WaitForTcpPortAsync(process, port!.Value, options.StartTimeout, cancellationToken);
-                    }
+                    await Readiness.WaitForListenerAsync(process, socketPath, port, options.StartTimeout, cancellationToken);
 
                     return new NbdkitServer(options, directory, process, socketPath, port);
                 }

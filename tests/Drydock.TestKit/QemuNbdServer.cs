@@ -148,14 +148,7 @@ public sealed class QemuNbdServer : IAsyncDisposable
                     // A probe connection would count as the one client of a non-persistent server.
                     if (options.Persistent)
                     {
-                        if (socketPath is not null)
-                        {
-                            await Readiness.WaitForUnixSocketAsync(process, socketPath, options.StartTimeout, cancellationToken);
-                        }
-                        else
-                        {
-                            await Readiness.WaitForTcpPortAsync(process, port!.Value, options.StartTimeout, cancellationToken);
-                        }
+                        await Readiness.WaitForListenerAsync(process, socketPath, port, options.StartTimeout, cancellationToken);
                     }
 
                     return new QemuNbdServer(options, directory, process, socketPath, port);

@@ -90,6 +90,13 @@ public static class Readiness
         }
     }
 
+    /// <summary>Waits until the server listens where it was told to: on <paramref name="socketPath"/> when given, else on
+    /// 127.0.0.1:<paramref name="port"/>.</summary>
+    public static Task WaitForListenerAsync(ManagedProcess process, string? socketPath, int? port, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        socketPath is not null
+            ? WaitForUnixSocketAsync(process, socketPath, timeout, cancellationToken)
+            : WaitForTcpPortAsync(process, port ?? throw new ArgumentException("a Unix socket or a TCP port is required", nameof(port)), timeout, cancellationToken);
+
     /// <summary>Whether a Unix-domain socket exists and accepts a connection now (a socket file left by a dead server does not).</summary>
     internal static async Task<bool> UnixSocketAnswersAsync(string socketPath, CancellationToken cancellationToken) =>
         File.Exists(socketPath) && await CanConnectAsync(new UnixDomainSocketEndPoint(socketPath), ProtocolType.Unspecified, cancellationToken);
