@@ -71,7 +71,7 @@ internal static class BackupCommands
             BackupJobResult result;
             await using (new TerminalProgress(error, "backup", view.Total, view.Done, TerminalProgress.IsTerminal(error)))
             {
-                result = await RunMapped(() => job.RunAsync(request, view, cancellationToken));
+                result = await job.RunAsync(request, view, cancellationToken);
             }
 
             var output = parse.InvocationConfiguration.Output;
@@ -138,13 +138,13 @@ internal static class BackupCommands
                 if (parse.GetValue(to) is { } directory)
                 {
                     var imageFormat = parse.GetValue(format) == "qcow2" ? DiskImageFormat.Qcow2 : DiskImageFormat.Raw;
-                    result = await RunMapped(() => job.ToDirectoryAsync(request, directory.FullName, imageFormat, view, cancellationToken));
+                    result = await job.ToDirectoryAsync(request, directory.FullName, imageFormat, view, cancellationToken);
                 }
                 else
                 {
                     await using var driver = await connectors().ConnectAsync(parse.GetValue(hypervisor)!, cancellationToken);
                     var target = await ResolveDomainAsync(driver, request.Domain, cancellationToken);
-                    result = await RunMapped(() => job.IntoDomainAsync(request, driver, target.Id, parse.GetValue(changedOnly), view, cancellationToken));
+                    result = await job.IntoDomainAsync(request, driver, target.Id, parse.GetValue(changedOnly), view, cancellationToken);
                 }
             }
 
@@ -164,7 +164,7 @@ internal static class BackupCommands
         {
             using var repository = await common.OpenAsync(parse, cancellationToken);
             var job = new RestoreJob(repository);
-            var points = await RunMapped(() => job.FindPointsAsync(parse.GetValue(domain)!, parse.GetValue(common.Tenant)!, cancellationToken));
+            var points = await job.FindPointsAsync(parse.GetValue(domain)!, parse.GetValue(common.Tenant)!, cancellationToken);
             var manifests = new List<PointManifest>();
             foreach (var point in points)
             {
@@ -257,23 +257,6 @@ internal static class BackupCommands
         return domains.FirstOrDefault(d => string.Equals(d.Id, domain, StringComparison.OrdinalIgnoreCase))
             ?? domains.FirstOrDefault(d => string.Equals(d.Name, domain, StringComparison.Ordinal))
             ?? throw new ArgumentException($"no domain '{domain}' on {driver.HostName}");
-    }
-
-    /// <summary>Runs a job, turning the typed errors of the layers below into the one-line errors the runner prints.</summary>
-    private static async Task<T> RunMapped<T>(Func<Task<T>> body)
-    {
-        try
-        {
-            return await body();
-        }
-        catch (TransferRequestException e)
-        {
-            throw new ArgumentException(e.Message, e);
-        }
-        catch (Exception e) when (e is TransferException or HypervisorException or RepositoryException or Drydock.Storage.BlobStoreException)
-        {
-            throw new InvalidOperationException(e.Message, e);
-        }
     }
 
     private static JsonObject BackupJson(BackupJobResult result)

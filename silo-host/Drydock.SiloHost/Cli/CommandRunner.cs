@@ -1,6 +1,10 @@
 using System.CommandLine;
 using System.Security.Authentication;
+using Drydock.Hypervisor;
 using Drydock.Nbd;
+using Drydock.Repository;
+using Drydock.Storage;
+using Drydock.Transfer;
 
 namespace Drydock.SiloHost.Cli;
 
@@ -25,7 +29,7 @@ internal static class CommandRunner
             catch (Exception e) when (IsExpected(e))
             {
                 await error.WriteLineAsync($"drydock: error: {e.Message}");
-                return e is NbdUriException or ArgumentException ? ExitCodes.Usage : ExitCodes.Failure;
+                return e is NbdUriException or ArgumentException or TransferRequestException ? ExitCodes.Usage : ExitCodes.Failure;
             }
         });
     }
@@ -38,5 +42,9 @@ internal static class CommandRunner
         or NotSupportedException
         or InvalidOperationException
         or ArgumentException
-        or TimeoutException;
+        or TimeoutException
+        or TransferException
+        or HypervisorException
+        or RepositoryException
+        or BlobStoreException;
 }
