@@ -86,6 +86,46 @@ public abstract class TransferContractTests
     }
 
     [Fact]
+    public async Task Chunks_larger_than_the_bitmap_granule_are_patched_from_the_parent_reading_only_what_changed()
+    {
+        // 1 MiB chunks over 64 KiB bitmap granules: a small change re-reads its granules, not its whole chunk; the rest of
+        // the chunk comes from the parent's copy in the repository. Every point must still restore byte-exact.
+        const int bigChunk = 1024 * 1024;
+        const ulong granule = 64 * 1024;
+        await using var rig = await StartAsync(chunkSize: bigChunk);
+        var (vda, vdb) = (rig.H.Targets[0], rig.H.Targets[1]);
+        await rig.WriteAsync(vda, 0, 8 * MiB, seed: 1);
+        await rig.WriteAsync(vdb, 0, 2 * MiB, seed: 2);
+        var full = await rig.BackupAsync(RequestedLevel.Full);
+
+        await rig.WriteAsync(vda, (2 * MiB) + granule, 2 * granule, seed: 3);   // two granules of chunk 2
+        await rig.WriteAsync(vda, (5 * MiB) + 4096, 100, seed: 4);              // one granule of chunk 5
+        await rig.WriteAsync(vdb, (1 * MiB) + (8 * granule), granule, seed: 5); // one granule of chunk 1
+        var incremental = await rig.BackupAsync(RequestedLevel.Incremental);
+
+        var vdaReport = rig.Report(incremental, vda).Transfer;
+        Assert.Equal(2, vdaReport.ChunksRead);
+        Assert.Equal(2, vdaReport.ChunksPatched);
+        Assert.InRange(vdaReport.BytesRead, (long)((2 * granule) + 100), (long)(3 * granule));
+        Assert.Equal(1, rig.Report(incremental, vdb).Transfer.ChunksPatched);
+        Assert.InRange(rig.Report(incremental, vdb).Transfer.BytesRead, (long)granule, (long)granule);
+
+        // A trim inside a chunk: the patched chunk must read zeros there, not the parent's old bytes (F19).
+        await rig.H.TrimAsync(vda, 6 * MiB, 4 * granule, Ct);
+        await rig.WriteAsync(vda, (6 * MiB) + (8 * granule), granule, seed: 6);
+        var differential = await rig.BackupAsync(RequestedLevel.Differential);
+        Assert.All(differential.Disks, d => Assert.Equal(DiskBackupLevel.Differential, d.Level));
+        Assert.True(rig.Report(differential, vda).Transfer.ChunksPatched >= 3, "the differential's partly changed chunks were not patched");
+
+        await rig.AssertRestoresAsync(full);
+        await rig.AssertRestoresAsync(incremental);
+        var restored = await rig.AssertRestoresAsync(differential);
+        var trimmed = await ReadFileAsync(restored[vda], 6 * MiB, (int)(4 * granule));
+        Assert.True(trimmed.AsSpan().IndexOfAnyExcept((byte)0) < 0, "the trimmed granules restored with the parent's data");
+        await rig.AssertCleanAsync();
+    }
+
+    [Fact]
     public async Task Restore_into_the_paused_domain_writes_only_the_changed_chunks()
     {
         await using var rig = await StartAsync();
@@ -466,12 +506,12 @@ public abstract class TransferContractTests
 
     // ---- helpers ----
 
-    private async Task<Rig> StartAsync(ContractDomainSpec? spec = null)
+    private async Task<Rig> StartAsync(ContractDomainSpec? spec = null, int chunkSize = ChunkSize)
     {
         var harness = await CreateHarnessAsync(spec ?? new ContractDomainSpec(), Ct);
         try
         {
-            return await Rig.CreateAsync(harness);
+            return await Rig.CreateAsync(harness, chunkSize);
         }
         catch
         {
@@ -543,7 +583,7 @@ public abstract class TransferContractTests
 
         public RestoreJob Restore { get; }
 
-        public static async Task<Rig> CreateAsync(ContractHarness harness)
+        public static async Task<Rig> CreateAsync(ContractHarness harness, int chunkSize)
         {
             var directory = TestDirectory.Create("transfer-e2e");
             try
@@ -553,7 +593,7 @@ public abstract class TransferContractTests
                 var repository = await BackupRepository.InitAsync(
                     store,
                     Passphrase,
-                    new RepositoryInitOptions { ChunkSize = ChunkSize, KdfIterations = 1000 },
+                    new RepositoryInitOptions { ChunkSize = chunkSize, KdfIterations = 1000 },
                     new RepositoryOptions { MaxParallelism = 2, QueueDepth = 4 },
                     cancellationToken: Ct);
                 return new Rig(harness, directory, root, store, repository);

@@ -273,6 +273,7 @@ internal static class BackupCommands
                 ["chunksRead"] = disk.Transfer.ChunksRead,
                 ["chunksZero"] = disk.Transfer.ChunksZero,
                 ["chunksInherited"] = disk.Transfer.ChunksInherited,
+                ["chunksPatched"] = disk.Transfer.ChunksPatched,
                 ["bytesUploaded"] = disk.Stored.BytesUploaded,
                 ["chunksUploaded"] = disk.Stored.UploadedChunks,
                 ["chunksDeduplicated"] = disk.Stored.DedupChunks,
@@ -317,7 +318,7 @@ internal static class BackupCommands
             var why = disk.FullReason is { } reason && reason.Code != FullReasonCode.Requested ? $" — full because {reason.Message}" : "";
             lines.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({disk.Transfer.ChunksRead} chunks, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
+                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({disk.Transfer.ChunksRead} chunks, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged{(disk.Transfer.ChunksPatched > 0 ? $", {disk.Transfer.ChunksPatched} patched from the parent" : "")}), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
         }
 
         return string.Join(Environment.NewLine, lines);

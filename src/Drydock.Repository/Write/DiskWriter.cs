@@ -17,6 +17,7 @@ public sealed class DiskWriter
 
     private readonly PointWriter _session;
     private readonly byte[] _state;
+    private readonly HashSet<long> _refresh;
     private long _zero;
     private long _submitted;
     private long _uploaded;
@@ -32,6 +33,7 @@ public sealed class DiskWriter
         ParentDisk = parentDisk;
         ParentIndex = parentIndex;
         RefreshRequired = refresh;
+        _refresh = [.. refresh];
         _state = new byte[Index.Count];
     }
 
@@ -61,6 +63,42 @@ public sealed class DiskWriter
     /// <param name="chunkIndex">The chunk.</param>
     /// <returns>Its length.</returns>
     public int LengthOf(long chunkIndex) => Index.RangeOf(chunkIndex).Length;
+
+    /// <summary>Whether the parent's index holds this chunk at the same length and in good standing (not quarantined), so
+    /// its bytes can be the base of a partial re-read: the caller fetches them with <see cref="ReadParentChunkAsync"/>,
+    /// overwrites only the ranges that changed since the parent, and submits the result.</summary>
+    /// <param name="chunkIndex">The chunk.</param>
+    /// <returns>Whether <see cref="ReadParentChunkAsync"/> can serve it.</returns>
+    public bool HasParentChunk(long chunkIndex)
+        => ParentIndex is { } parent
+            && chunkIndex >= 0
+            && chunkIndex < parent.Count
+            && chunkIndex < Index.Count
+            && parent.RangeOf(chunkIndex).Length == LengthOf(chunkIndex)
+            && !_refresh.Contains(chunkIndex);
+
+    /// <summary>Reads the parent point's copy of a chunk (zeros for a zero entry), authenticated and re-hashed like any
+    /// restore read. A missing or damaged parent chunk fails with the repository's typed error naming the parent point.</summary>
+    /// <param name="chunkIndex">A chunk for which <see cref="HasParentChunk"/> holds.</param>
+    /// <param name="destination">Exactly <see cref="LengthOf"/> bytes.</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>A task.</returns>
+    public Task ReadParentChunkAsync(long chunkIndex, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        if (!HasParentChunk(chunkIndex))
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"chunk {chunkIndex} of disk {Name} has no usable copy in the parent point"));
+        }
+
+        var (offset, length) = Index.RangeOf(chunkIndex);
+        if (destination.Length != length)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"chunk {chunkIndex} of disk {Name} is {length} bytes; the destination is {destination.Length}"), nameof(destination));
+        }
+
+        var parentPoint = _session.Point with { Sequence = Request.ParentSequence ?? 0 };
+        return _session.ReadCommittedChunkAsync(ParentIndex![chunkIndex], destination, new RepositoryLocationInfo(parentPoint, Name, offset, length), cancellationToken);
+    }
 
     /// <summary>Queues a chunk. Returns once the bytes are copied (the caller may reuse its buffer) and the
     /// pipeline has room: this back-pressure is what bounds memory.</summary>

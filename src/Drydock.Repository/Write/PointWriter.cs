@@ -58,6 +58,10 @@ public sealed class PointWriter : IAsyncDisposable
     /// <summary>The point this session will commit.</summary>
     public PointRef Point { get; }
 
+    /// <summary>Reads a committed chunk (a parent's) and checks it fully, as a restore would.</summary>
+    internal Task ReadCommittedChunkAsync(ChunkId id, Memory<byte> destination, RepositoryLocationInfo where, CancellationToken cancellationToken)
+        => _repository.ReadChunkAsync(id, destination, where, cancellationToken);
+
     /// <summary>The request.</summary>
     public PointRequest Request { get; }
 

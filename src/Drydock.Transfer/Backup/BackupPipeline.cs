@@ -5,6 +5,7 @@ using Drydock.Hypervisor;
 using Drydock.Nbd;
 using Drydock.Nbd.Client;
 using Drydock.Nbd.Protocol;
+using Drydock.Repository;
 using Drydock.Repository.Format;
 using Drydock.Repository.Write;
 using Microsoft.Extensions.Logging;
@@ -27,6 +28,15 @@ public sealed class BackupPipelineOptions
     /// <summary>Timeout of one NBD request. Default 60 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// Incremental and differential backups: a chunk whose changed data is at most this fraction of the chunk is rebuilt
+    /// from the parent point's copy (fetched from the repository and checked) with only its changed ranges read over NBD,
+    /// instead of re-reading its unchanged rest from the source. Lowers the load on the source (its storage and the NBD
+    /// link) at the price of reading the parent's chunk from the repository. 0 turns it off; 1 patches every partly
+    /// changed chunk. Default 0.5.
+    /// </summary>
+    public double PatchChangedBelow { get; set; } = 0.5;
+
     /// <summary>How often progress is reported at most. Default 250 ms.</summary>
     public TimeSpan ProgressInterval { get; set; } = TimeSpan.FromMilliseconds(250);
 }
@@ -48,6 +58,9 @@ public sealed record DiskBackupResult
 
     /// <summary>Bytes read over NBD.</summary>
     public required long BytesRead { get; init; }
+
+    /// <summary>Chunks of <see cref="ChunksRead"/> rebuilt from the parent's copy with only their changed ranges read.</summary>
+    public long ChunksPatched { get; init; }
 
     /// <summary>Data extents planned (runs of chunks read).</summary>
     public required long Extents { get; init; }
@@ -81,6 +94,11 @@ public sealed partial class BackupPipeline
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.Connections, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.ReadsInFlight, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(_options.ReconnectAttempts, nameof(options));
+        if (!(_options.PatchChangedBelow is >= 0 and <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), _options.PatchChangedBelow, "PatchChangedBelow must be between 0 and 1");
+        }
+
         _time = timeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
     }
@@ -160,12 +178,13 @@ public sealed partial class BackupPipeline
                 ChunksRead = plan.Reads.Count,
                 ChunksZero = plan.ZeroChunks.Count,
                 ChunksInherited = plan.InheritedChunks,
+                ChunksPatched = plan.PatchedChunks,
                 BytesRead = bytesRead,
                 Extents = plan.Runs,
                 Reconnects = connection.Reconnects,
                 Elapsed = reporter.Elapsed,
             };
-            LogDone(_logger, disk, result.ChunksRead, result.ChunksZero, result.ChunksInherited, result.BytesRead, result.Reconnects);
+            LogDone(_logger, disk, result.ChunksRead, result.ChunksPatched, result.ChunksZero, result.ChunksInherited, result.BytesRead, result.Reconnects);
             return result;
         }
     }
@@ -202,7 +221,7 @@ public sealed partial class BackupPipeline
         var allocation = maps.TryGetValue(NbdContexts.BaseAllocation, out var a) ? a : [new NbdExtent(0, (ulong)size, 0)];
         var dirty = dirtyContext is null ? null : maps.TryGetValue(dirtyContext, out var d) ? d : [];
         var refresh = writer.Request.Level == DiskBackupLevel.Full ? [] : writer.RefreshRequired;
-        return ReadPlanner.Plan(size, writer.ChunkSize, allocation, dirty, refresh);
+        return ReadPlanner.Plan(size, writer.ChunkSize, allocation, dirty, refresh, writer.HasParentChunk, _options.PatchChangedBelow);
     }
 
     private async Task<long> ReadAllAsync(SourceConnection connection, string disk, DiskWriter writer, ReadPlan plan, ProgressReporter reporter, CancellationToken cancellationToken)
@@ -236,7 +255,9 @@ public sealed partial class BackupPipeline
                     var chunk = reads[(int)k];
                     buffer ??= ArrayPool<byte>.Shared.Rent(writer.ChunkSize);
                     var data = buffer.AsMemory(0, chunk.Length);
-                    var bytes = await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => ReadChunkAsync(client, chunk, data, minimum, ct), stop.Token);
+                    var bytes = chunk.Patch is { } patch && Aligned(patch.Reads, minimum) && await TryReadParentAsync(writer, disk, chunk, data, stop.Token)
+                        ? await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => PatchChunkAsync(client, chunk, patch, data, ct), stop.Token)
+                        : await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => ReadChunkAsync(client, chunk, data, minimum, ct), stop.Token);
                     await writer.WriteChunkAsync(chunk.Index, data, stop.Token);
                     Interlocked.Add(ref bytesRead, bytes);
                     var endsRun = k == reads.Count - 1 || reads[(int)k + 1].Index != chunk.Index + 1;
@@ -284,22 +305,61 @@ public sealed partial class BackupPipeline
     private static async Task<long> ReadChunkAsync(NbdClient client, ChunkRead chunk, Memory<byte> data, uint minimum, CancellationToken cancellationToken)
     {
         var pieces = chunk.Pieces;
-        if (pieces is null || (minimum > 1 && pieces.Any(p => p.Offset % minimum != 0 || p.Length % minimum != 0)))
+        if (pieces is null || !Aligned(pieces, minimum))
         {
             await client.ReadAsync((ulong)chunk.Offset, data, cancellationToken);
             return chunk.Length;
         }
 
         data.Span.Clear();
-        if (pieces.Count == 1)
+        return await ReadPiecesAsync(client, chunk.Offset, pieces, data, cancellationToken);
+    }
+
+    // Rebuilds a chunk over the parent's bytes already in the buffer: zeroes the changed ranges, reads their data pieces.
+    // Idempotent, so a retry after a reconnect starts from the same state.
+    private static Task<long> PatchChunkAsync(NbdClient client, ChunkRead chunk, ChunkPatch patch, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        foreach (var changed in patch.Changed)
         {
-            var p = pieces[0];
-            await client.ReadAsync((ulong)p.Offset, data.Slice((int)(p.Offset - chunk.Offset), p.Length), cancellationToken);
-            return p.Length;
+            data.Span.Slice((int)(changed.Offset - chunk.Offset), changed.Length).Clear();
         }
 
-        await Task.WhenAll(pieces.Select(p => client.ReadAsync((ulong)p.Offset, data.Slice((int)(p.Offset - chunk.Offset), p.Length), cancellationToken)));
-        return chunk.BytesToRead;
+        return ReadPiecesAsync(client, chunk.Offset, patch.Reads, data, cancellationToken);
+    }
+
+    private static async Task<long> ReadPiecesAsync(NbdClient client, long chunkOffset, IReadOnlyList<ReadPiece> pieces, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        switch (pieces.Count)
+        {
+            case 0:
+                return 0;
+            case 1:
+                var p = pieces[0];
+                await client.ReadAsync((ulong)p.Offset, data.Slice((int)(p.Offset - chunkOffset), p.Length), cancellationToken);
+                return p.Length;
+            default:
+                await Task.WhenAll(pieces.Select(piece => client.ReadAsync((ulong)piece.Offset, data.Slice((int)(piece.Offset - chunkOffset), piece.Length), cancellationToken)));
+                return pieces.Sum(piece => (long)piece.Length);
+        }
+    }
+
+    private static bool Aligned(IReadOnlyList<ReadPiece> pieces, uint minimum)
+        => minimum <= 1 || pieces.All(p => p.Offset % minimum == 0 && p.Length % minimum == 0);
+
+    // Fetches the parent's copy of a chunk into the buffer. A parent copy that turns out missing or damaged is not fatal:
+    // the chunk is read whole from the source instead (the source holds the truth; verify reports the damage).
+    private async Task<bool> TryReadParentAsync(DiskWriter writer, string disk, ChunkRead chunk, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await writer.ReadParentChunkAsync(chunk.Index, data, cancellationToken);
+            return true;
+        }
+        catch (RepositoryException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            LogParentUnreadable(_logger, disk, chunk.Offset, e.Message);
+            return false;
+        }
     }
 
     // Runs one NBD operation; a dead connection is re-opened and the operation retried (F23); a server error on the
@@ -340,6 +400,9 @@ public sealed partial class BackupPipeline
     [LoggerMessage(Level = LogLevel.Warning, Message = "Disk {Disk}: NBD connection lost, reconnecting (attempt {Attempt} of {MaxAttempts}): {Reason}")]
     private static partial void LogReconnecting(ILogger logger, string disk, int attempt, int maxAttempts, string reason);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: backed up, {ChunksRead} chunks read, {ChunksZero} zero, {ChunksInherited} inherited, {BytesRead} bytes, {Reconnects} reconnects")]
-    private static partial void LogDone(ILogger logger, string disk, long chunksRead, long chunksZero, long chunksInherited, long bytesRead, int reconnects);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk {Disk}: the parent's copy of the chunk at {Offset} cannot be read ({Reason}); reading the whole chunk from the source")]
+    private static partial void LogParentUnreadable(ILogger logger, string disk, long offset, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: backed up, {ChunksRead} chunks read ({ChunksPatched} patched from the parent), {ChunksZero} zero, {ChunksInherited} inherited, {BytesRead} bytes, {Reconnects} reconnects")]
+    private static partial void LogDone(ILogger logger, string disk, long chunksRead, long chunksPatched, long chunksZero, long chunksInherited, long bytesRead, int reconnects);
 }

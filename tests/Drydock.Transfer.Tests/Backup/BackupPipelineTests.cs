@@ -73,6 +73,47 @@ public sealed class BackupPipelineTests
     }
 
     [Fact]
+    public async Task Partly_changed_chunks_are_patched_from_the_parent_reading_only_the_changed_granules()
+    {
+        await using var h = await StartAsync(DiskSize);
+        await h.WriteMixedContentAsync();
+        var bitmap = h.Disk.CreateBitmap("cp1", granularity: 4096);
+        await h.BackupAsync();
+        var bytes = new byte[ChunkSize];
+        new Random(11).NextBytes(bytes);
+        await h.Disk.WriteAsync((1 * ChunkSize) + 8192, bytes.AsMemory(0, 100), cancellationToken: Ct);       // one granule
+        await h.Disk.WriteAsync(2 * ChunkSize, bytes.AsMemory(0, 3 * 4096), cancellationToken: Ct);            // three granules
+        await h.Disk.WriteZeroesAsync((2 * ChunkSize) + (8 * 4096), 2 * 4096, cancellationToken: Ct);        // zeroed: no read
+        await h.Disk.WriteAsync(30 * ChunkSize, bytes.AsMemory(0, 40 * 1024), cancellationToken: Ct);         // 10 granules: over half, whole read
+
+        var (_, result) = await h.BackupAsync(DiskBackupLevel.Incremental, parent: 1, changedBlocksContext: bitmap.ContextName);
+
+        Assert.Equal(3, result.ChunksRead);
+        Assert.Equal(2, result.ChunksPatched);
+        Assert.Equal(4096 + (3 * 4096) + (40 * 1024), result.BytesRead); // chunk 30 was a hole: only its data is read
+        var restored = await RepositoryRestoreAsync(await h.OpenAsync(2));
+        Assert.Equal(await h.ContentAsync(), restored);
+        Assert.True(restored.AsSpan((2 * ChunkSize) + (8 * 4096), 2 * 4096).IndexOfAnyExcept((byte)0) < 0);
+    }
+
+    [Fact]
+    public async Task A_damaged_parent_copy_makes_the_chunk_read_whole_and_the_point_is_still_exact()
+    {
+        await using var h = await StartAsync(DiskSize);
+        await h.WriteMixedContentAsync();
+        var bitmap = h.Disk.CreateBitmap("cp1", granularity: 4096);
+        await h.BackupAsync();
+        h.Store.Tamper(ObjectNames.Chunk((await h.OpenAsync(1)).IdOf(1)), b => { b[^1] ^= 1; return b; }); // not yet quarantined
+        await h.Disk.WriteAsync((1 * ChunkSize) + 8192, new byte[] { 7, 7, 7 }, cancellationToken: Ct);
+
+        var (_, result) = await h.BackupAsync(DiskBackupLevel.Incremental, parent: 1, changedBlocksContext: bitmap.ContextName);
+
+        Assert.Equal(1, result.ChunksRead);
+        Assert.Equal(ChunkSize, result.BytesRead);
+        Assert.Equal(await h.ContentAsync(), await RepositoryRestoreAsync(await h.OpenAsync(2)));
+    }
+
+    [Fact]
     public async Task Refresh_required_chunks_are_read_although_they_did_not_change()
     {
         // F32: verify found the parent's chunk 1 bad; the incremental must resubmit it or the commit is refused.

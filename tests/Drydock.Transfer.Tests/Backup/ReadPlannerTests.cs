@@ -73,6 +73,43 @@ public sealed class ReadPlannerTests
     }
 
     [Fact]
+    public void A_partly_changed_chunk_with_a_parent_copy_is_patched_reading_only_its_changed_data()
+    {
+        // Chunk 0: 100 bytes dirty (patched). Chunk 1: dirty 1000-1300, of which 1200-1300 now reads zero (patched: zero
+        // 1000-1300, read 1000-1200). Chunk 2: dirty 2000-2700 (70 %, over the 0.5 limit: read whole). Chunk 3: wholly
+        // dirty (read whole). Chunk 4: partly dirty but refreshed (its parent copy is bad: read whole). Chunk 5: partly
+        // dirty, no parent copy (read whole).
+        var allocation = new[] { E(0, 1200, Data), E(1200, 100, HoleZero), E(1300, 4700, Data) };
+        var dirty = new[] { E(0, 100, 1), E(100, 900, 0), E(1000, 300, 1), E(1300, 700, 0), E(2000, 700, 1), E(2700, 300, 0), E(3000, 1100, 1), E(4100, 1000, 0), E(5100, 10, 1), E(5110, 890, 0) };
+
+        var plan = ReadPlanner.Plan(6000, Chunk, allocation, dirty, refresh: [4], patchable: i => i != 5, patchBelow: 0.5);
+
+        Assert.Equal([0L, 1L, 2L, 3L, 4L, 5L], plan.Reads.Select(r => r.Index));
+        Assert.Equal(2, plan.PatchedChunks);
+        var first = plan.Reads[0].Patch!;
+        Assert.Equal([new ReadPiece(0, 100)], first.Changed);
+        Assert.Equal([new ReadPiece(0, 100)], first.Reads);
+        var second = plan.Reads[1].Patch!;
+        Assert.Equal([new ReadPiece(1000, 300)], second.Changed);
+        Assert.Equal([new ReadPiece(1000, 200)], second.Reads);
+        Assert.Equal([new ReadPiece(1000, 200), new ReadPiece(1300, 700)], plan.Reads[1].Pieces);
+        Assert.All(plan.Reads.Skip(2), r => Assert.Null(r.Patch));
+        Assert.Equal(100 + 200 + 1000 + 1000 + 1000 + 1000, plan.BytesToRead);
+    }
+
+    [Fact]
+    public void Without_a_patch_limit_or_a_parent_copy_partly_changed_chunks_are_read_whole()
+    {
+        var allocation = new[] { E(0, 2000, Data) };
+        var dirty = new[] { E(0, 100, 1), E(100, 1900, 0) };
+
+        Assert.Equal(0, ReadPlanner.Plan(2000, Chunk, allocation, dirty, [], patchable: _ => true, patchBelow: 0).PatchedChunks);
+        Assert.Equal(0, ReadPlanner.Plan(2000, Chunk, allocation, dirty, [], patchable: _ => false, patchBelow: 1).PatchedChunks);
+        Assert.Equal(0, ReadPlanner.Plan(2000, Chunk, allocation, null, [], patchable: _ => true, patchBelow: 1).PatchedChunks);
+        Assert.Equal(1000, ReadPlanner.Plan(2000, Chunk, allocation, dirty, [], patchable: _ => false, patchBelow: 1).BytesToRead);
+    }
+
+    [Fact]
     public void Gaps_in_the_allocation_map_are_read_never_assumed_zero()
     {
         var plan = ReadPlanner.Plan(3000, Chunk, [E(0, 1000, HoleZero)], null, []);
@@ -93,7 +130,9 @@ public sealed class ReadPlannerTests
             from dirtyLengths in Gen.ListOf(Gen.Choose(1, 300))
             from full in Gen.Elements(true, false)
             from refresh in Gen.ListOf(Gen.Choose(0, 50))
-            select (chunk, size: ((long)chunks * chunk) + (chunks > 0 ? tail : 0), allocLengths, allocFlags, dirtyLengths, full, refresh);
+            from patchBelow in Gen.Elements(0.0, 0.25, 0.5, 1.0)
+            from noParent in Gen.Choose(2, 7)
+            select (chunk, size: ((long)chunks * chunk) + (chunks > 0 ? tail : 0), allocLengths, allocFlags, dirtyLengths, full, refresh, patchBelow, noParent);
 
         var property = Prop.ForAll(Arb.From(gen), c =>
         {
@@ -102,7 +141,7 @@ public sealed class ReadPlannerTests
             var count = (c.size + c.chunk - 1) / c.chunk;
             var refresh = c.full ? [] : c.refresh.Where(r => r < count).Select(r => (long)r).Distinct().ToList();
 
-            var plan = ReadPlanner.Plan(c.size, c.chunk, allocation, dirty, refresh);
+            var plan = ReadPlanner.Plan(c.size, c.chunk, allocation, dirty, refresh, i => i % c.noParent != 0, c.patchBelow);
 
             var read = plan.Reads.Select(r => r.Index).ToHashSet();
             var zero = plan.ZeroChunks.ToHashSet();
@@ -127,8 +166,30 @@ public sealed class ReadPlannerTests
                 }
             }
 
+            // A patched chunk: only with a parent copy, never when refreshed or in a full; its changed ranges are exactly the
+            // dirty bytes of the chunk, and it reads exactly their data bytes, which are fewer than a whole read.
+            var patchesSound = plan.Reads.Where(r => r.Patch is not null).All(r =>
+            {
+                if (dirty is null || refresh.Contains(r.Index) || r.Index % c.noParent == 0 || r.BytesToRead > c.patchBelow * r.Length || r.BytesToRead >= r.WholeBytesToRead)
+                {
+                    return false;
+                }
+
+                for (var b = r.Offset; b < r.Offset + r.Length; b++)
+                {
+                    var changed = r.Patch!.Changed.Any(p => b >= p.Offset && b < p.Offset + p.Length);
+                    var readHere = r.Patch.Reads.Any(p => b >= p.Offset && b < p.Offset + p.Length);
+                    if (changed != (Flag(dirty, b) == 1) || readHere != (changed && (Flag(allocation, b) & Zero) == 0))
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            });
             var ordered = plan.Reads.Zip(plan.Reads.Skip(1)).All(p => p.First.Index < p.Second.Index);
-            return disjoint && inRange && fullCovers && bytesCovered && ordered && plan.InheritedChunks == count - read.Count - zero.Count;
+            var bytes = plan.BytesToRead == plan.Reads.Sum(r => r.BytesToRead) && plan.PatchedChunks == plan.Reads.Count(r => r.Patch is not null);
+            return disjoint && inRange && fullCovers && bytesCovered && patchesSound && bytes && ordered && plan.InheritedChunks == count - read.Count - zero.Count;
         });
 
         Check.One(Config.QuickThrowOnFailure.WithMaxTest(300), property);
