@@ -54,7 +54,11 @@ public sealed class LibvirtDriverOptions
     /// </summary>
     public bool TcpTls { get; set; }
 
-    /// <summary>The client certificates directory written into TLS endpoints (<c>tls-certificates</c>). Default null.</summary>
+    /// <summary>
+    /// The client certificates directory written into TLS endpoints (<c>tls-certificates</c>): <c>ca-cert.pem</c> (the CA
+    /// of libvirt's server certificate) and, because libvirt's <c>backup_tls_x509_verify</c> defaults to 1,
+    /// <c>client-cert.pem</c> + <c>client-key.pem</c>. Default null (the system trust store, no client certificate).
+    /// </summary>
     public string? TlsClientCertificatesDirectory { get; set; }
 
     /// <summary>Threads that make blocking libvirt calls. Default 4.</summary>

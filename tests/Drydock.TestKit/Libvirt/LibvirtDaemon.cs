@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace Drydock.TestKit.Libvirt;
 
@@ -6,7 +8,8 @@ namespace Drydock.TestKit.Libvirt;
 /// The system libvirtd (with its virtlogd) for tests, started as root the way ../shared/REAL-STACK.md describes:
 /// <c>virtlogd -d -p PIDFILE</c>, <c>libvirtd -d -p PIDFILE</c>, wait for <c>/run/libvirt/libvirt-sock</c>, then one
 /// <c>virsh version</c> to pay the first-call capability probe (~8 s) once. Only one libvirtd can run on a machine:
-/// when one already answers, it is used and left running; a daemon this type started is stopped by PID on dispose.
+/// when one already answers, it is used and left running (unless its configuration changed: see
+/// <see cref="StartAsync(bool, CancellationToken)"/>); a daemon this type started is stopped by PID on dispose.
 /// </summary>
 public sealed class LibvirtDaemon : IAsyncDisposable
 {
@@ -36,7 +39,18 @@ public sealed class LibvirtDaemon : IAsyncDisposable
     /// <summary>Starts virtlogd and libvirtd unless a libvirtd already answers, and warms libvirt's capability cache.</summary>
     /// <exception cref="ToolNotFoundException">libvirt is not installed (Debian packages libvirt-daemon-system, libvirt-clients).</exception>
     /// <exception cref="ServiceStartException">libvirtd did not come up.</exception>
-    public static async Task<LibvirtDaemon> StartAsync(CancellationToken cancellationToken = default)
+    public static Task<LibvirtDaemon> StartAsync(CancellationToken cancellationToken = default) =>
+        StartAsync(restartRunning: false, cancellationToken);
+
+    /// <summary>
+    /// Starts virtlogd and libvirtd unless a libvirtd already answers, and warms libvirt's capability cache. With
+    /// <paramref name="restartRunning"/> (the caller changed qemu.conf, which libvirtd reads only when it starts) a running
+    /// libvirtd is stopped first — found by the peer credentials of its socket, SIGTERM, waited for — and a new one is
+    /// started and owned by this instance. Running domains survive: the new libvirtd reconnects to their QEMU monitors.
+    /// </summary>
+    /// <exception cref="ToolNotFoundException">libvirt is not installed (Debian packages libvirt-daemon-system, libvirt-clients).</exception>
+    /// <exception cref="ServiceStartException">libvirtd did not come up, or the running one did not stop.</exception>
+    public static async Task<LibvirtDaemon> StartAsync(bool restartRunning, CancellationToken cancellationToken = default)
     {
         var libvirtd = Tool.Find("/usr/sbin/libvirtd");
         var virtlogd = Tool.Find("/usr/sbin/virtlogd");
@@ -55,7 +69,11 @@ public sealed class LibvirtDaemon : IAsyncDisposable
                 await WaitForSocketAsync(VirtlogdSocketPath, virtlogdPid.Value, "virtlogd", cancellationToken);
             }
 
-            if (await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
+            if (restartRunning && await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken))
+            {
+                await StopRunningAsync(cancellationToken);
+            }
+            else if (await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
             {
                 TestKitLog.Write("using the libvirtd that is already running");
                 return new LibvirtDaemon(directory, null, virtlogdPid);
@@ -121,6 +139,34 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         {
             _directory.Dispose();
         }
+    }
+
+    private static async Task StopRunningAsync(CancellationToken cancellationToken)
+    {
+        var pid = SocketServerPid(SocketPath);
+        TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"restarting libvirtd pid {pid}: its configuration changed"));
+        _ = Interop.NativeMethods.Kill(pid, Interop.NativeMethods.SigTerm);
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (IsAlive(pid))
+        {
+            if (waited.Elapsed > TimeSpan.FromSeconds(30))
+            {
+                throw new ServiceStartException(string.Create(CultureInfo.InvariantCulture, $"libvirtd (pid {pid}) did not stop within 30 s of SIGTERM."));
+            }
+
+            await Task.Delay(100, cancellationToken);
+        }
+    }
+
+    /// <summary>The process id of the server listening on a Unix socket (<c>SO_PEERCRED</c>).</summary>
+    private static int SocketServerPid(string socketPath)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint(socketPath));
+        Span<byte> credentials = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        var length = socket.GetRawSocketOption(Interop.NativeMethods.SolSocket, Interop.NativeMethods.SoPeerCred, credentials);
+        var pid = length >= sizeof(int) ? MemoryMarshal.Read<int>(credentials) : 0;
+        return pid > 0 ? pid : throw new ServiceStartException($"No peer credentials on {socketPath}.");
     }
 
     private static async Task WaitForSocketAsync(string socketPath, int pid, string daemon, CancellationToken cancellationToken)

@@ -15,16 +15,22 @@ public sealed record TestDiskSpec(string Target, long Size, string Format = Imag
 /// in one collection: there is one libvirtd per machine), with directories QEMU can use: a base directory (0755) for
 /// disk images, a socket directory owned by <c>libvirt-qemu</c> (QEMU creates the NBD sockets there) and a scratch
 /// directory. Test domains are TCG (<c>type='qemu'</c>), 128 MiB, no guest OS, started paused; every domain the
-/// fixture created is destroyed and undefined (with its checkpoint metadata) on dispose.
+/// fixture created is destroyed and undefined (with its checkpoint metadata) on dispose. Before libvirtd starts, the
+/// certificates of TLS pull-mode backups are installed and qemu.conf names them (<see cref="LibvirtBackupTls"/>); a
+/// libvirtd that was already running is restarted only when that setting had to be added or changed.
 /// </summary>
 public sealed class LibvirtFixture : Xunit.IAsyncLifetime
 {
     private readonly ConcurrentDictionary<string, LibvirtTestDomain> _domains = new(StringComparer.Ordinal);
+    private LibvirtBackupTls? _backupTls;
     private LibvirtDaemon? _daemon;
     private TestDirectory? _directory;
 
     /// <summary>The daemon.</summary>
     public LibvirtDaemon Daemon => _daemon ?? throw new InvalidOperationException("The fixture is not initialised.");
+
+    /// <summary>The certificates libvirt serves TLS backups with, and this run's client certificates for them.</summary>
+    public LibvirtBackupTls BackupTls => _backupTls ?? throw new InvalidOperationException("The fixture is not initialised.");
 
     /// <summary>The base directory (mode 0755).</summary>
     public string DirectoryPath => _directory?.Path ?? throw new InvalidOperationException("The fixture is not initialised.");
@@ -38,7 +44,8 @@ public sealed class LibvirtFixture : Xunit.IAsyncLifetime
     /// <inheritdoc/>
     public async ValueTask InitializeAsync()
     {
-        _daemon = await LibvirtDaemon.StartAsync();
+        _backupTls = await LibvirtBackupTls.InstallAsync();
+        _daemon = await LibvirtDaemon.StartAsync(restartRunning: _backupTls.ConfigurationChanged);
         _directory = TestDirectory.Create("libvirt");
         File.SetUnixFileMode(_directory.Path, (UnixFileMode)0b111_101_101);
         Directory.CreateDirectory(ScratchDirectory);
@@ -119,6 +126,7 @@ public sealed class LibvirtFixture : Xunit.IAsyncLifetime
         }
 
         _directory?.Dispose();
+        _backupTls?.Dispose();
     }
 }
 

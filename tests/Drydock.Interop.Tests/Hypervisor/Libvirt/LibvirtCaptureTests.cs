@@ -1,5 +1,6 @@
 using Drydock.Hypervisor;
 using Drydock.Hypervisor.Libvirt;
+using Drydock.Nbd;
 using Drydock.Nbd.Client;
 using Drydock.TestKit.Libvirt;
 using Xunit;
@@ -145,6 +146,68 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
         // One port configured: a second domain's capture would find none free while this one runs.
         Assert.True(await driver.ReleaseCaptureAsync(domain.Uuid, capture.Id, CaptureOutcome.Abandoned, ct));
         await LibvirtTestSupport.AssertCleanAsync(fixture, domain, [], ct);
+    }
+
+    [Fact]
+    public async Task Tcp_transport_with_tls_serves_the_capture_only_over_tls_to_clients_with_a_certificate()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var domain = await fixture.CreateDomainAsync(cancellationToken: ct);
+        await using var driver = await LibvirtDriver.ConnectAsync(new LibvirtDriverOptions
+        {
+            SocketDirectory = fixture.SocketDirectory,
+            ScratchDirectory = fixture.ScratchDirectory,
+            ExportTransport = LibvirtExportTransport.Tcp,
+            TcpHost = "127.0.0.1",
+            TcpPortStart = TestKit.Readiness.FreeTcpPort(),
+            TcpPortCount = 1,
+            TcpTls = true,
+            TlsClientCertificatesDirectory = fixture.BackupTls.ClientCertificatesDirectory,
+        }, cancellationToken: ct);
+        await domain.WriteAsync("vdb", 0, 2 * MiB, 0x6d, ct);
+        Assert.Empty(await TlsCredentialObjectsAsync(domain, ct));
+
+        var capture = await driver.BeginCaptureAsync(CaptureRequest.Full(domain.Uuid, ["vdb"]), ct);
+        await domain.WriteAsync("vdb", 1 * MiB, 1 * MiB, 0x6e, ct);
+        var disk = capture.Disk("vdb");
+        Assert.Equal(NbdTransport.Tcp, disk.Endpoint.Transport);
+        Assert.True(disk.Endpoint.TlsRequired);
+        Assert.Equal(fixture.BackupTls.ClientCertificatesDirectory, disk.Endpoint.TlsCertificates);
+        Assert.StartsWith("nbds://127.0.0.1:", disk.Endpoint.ToString(), StringComparison.Ordinal);
+        // libvirt gave QEMU the x509 credentials from backup_tls_x509_cert_dir for this job.
+        Assert.Single(await TlsCredentialObjectsAsync(domain, ct));
+        await using (var client = await NbdClient.ConnectAsync(disk.Endpoint, cancellationToken: ct))
+        {
+            Assert.True(client.Export.Tls);
+            Assert.Equal(disk.VirtualSize, client.Export.Size);
+            var data = new byte[3 * MiB];
+            await client.ReadAsync(0, data, ct);
+            Assert.All(data.AsSpan(0, (int)(2 * MiB)).ToArray(), b => Assert.Equal(0x6d, b));
+            Assert.All(data.AsSpan((int)(2 * MiB)).ToArray(), b => Assert.Equal(0, b));
+        }
+
+        // No plaintext fallback: QEMU answers NBD_REP_ERR_TLS_REQD and the client raises it as a TLS error.
+        var plain = await Assert.ThrowsAsync<NbdTlsException>(() =>
+            NbdClient.ConnectAsync(NbdUri.ForTcp(disk.Endpoint.Host!, disk.Endpoint.Port, disk.ExportName), cancellationToken: ct));
+        Assert.Contains("requires TLS", plain.Message, StringComparison.Ordinal);
+
+        // backup_tls_x509_verify defaults to 1: a client that trusts the CA but shows no certificate is refused.
+        var anonymous = new NbdClientOptions { Tls = new NbdTlsOptions { TrustedRoots = [fixture.BackupTls.CaCertificate] } };
+        await Assert.ThrowsAsync<NbdTlsException>(() => NbdClient.ConnectAsync(disk.Endpoint, anonymous, ct));
+
+        Assert.True(await driver.ReleaseCaptureAsync(domain.Uuid, capture.Id, CaptureOutcome.Abandoned, ct));
+        await LibvirtTestSupport.AssertCleanAsync(fixture, domain, [], ct);
+        Assert.Empty(await TlsCredentialObjectsAsync(domain, ct));
+    }
+
+    /// <summary>The QOM ids of QEMU's <c>tls-creds-x509</c> objects.</summary>
+    private static async Task<List<string>> TlsCredentialObjectsAsync(LibvirtTestDomain domain, CancellationToken ct)
+    {
+        var reply = await domain.QmpAsync("""{"execute":"qom-list","arguments":{"path":"/objects"}}""", ct);
+        using var json = System.Text.Json.JsonDocument.Parse(reply);
+        return [.. json.RootElement.GetProperty("return").EnumerateArray()
+            .Where(p => p.GetProperty("type").GetString() == "child<tls-creds-x509>")
+            .Select(p => p.GetProperty("name").GetString()!)];
     }
 
     private static async Task<List<(long Offset, long Length)>> DirtyAsync(CaptureDisk disk, CancellationToken ct)
