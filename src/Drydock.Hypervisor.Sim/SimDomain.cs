@@ -222,6 +222,81 @@ public sealed class SimDomain
         }
     }
 
+    /// <summary>Hot-plugs a new, empty disk (F11): the guest sees it at once while the domain runs.</summary>
+    /// <param name="target">Its target name (not in use).</param>
+    /// <param name="size">Its size (a positive multiple of 512).</param>
+    /// <param name="format">qcow2 (checkpoints) or raw.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The disk.</returns>
+    public async Task<SimDisk> AttachDiskAsync(string target, ulong size, string format = DiskFormats.Qcow2, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(target);
+        if (size == 0 || size % 512 != 0 || format is not (DiskFormats.Qcow2 or DiskFormats.Raw))
+        {
+            throw new ArgumentException($"Disk '{target}': size must be a positive multiple of 512 and the format qcow2 or raw.", nameof(size));
+        }
+
+        await Host.Lock.WaitAsync(cancellationToken);
+        try
+        {
+            if (_disks.Any(d => d.Target == target))
+            {
+                throw new ArgumentException($"Domain '{Name}' already has a disk '{target}'.", nameof(target));
+            }
+
+            RequireNoCapture();
+            var identity = Host.Fleet.NewIdentity();
+            var disk = new SimDisk(this, target, format, Host.Fleet.CreateStorage(identity, size), identity);
+            _disks.Add(disk);
+            if (State is DomainState.Running or DomainState.Paused)
+            {
+                AddGuestExport(disk);
+            }
+
+            Host.Publish(this, DomainEventKind.DiskChanged, "attached", target);
+            return disk;
+        }
+        finally
+        {
+            Host.Lock.Release();
+        }
+    }
+
+    /// <summary>Hot-unplugs a disk (F11) and deletes its image; its bitmaps go with it.</summary>
+    /// <param name="target">The disk.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>A task.</returns>
+    public async Task DetachDiskAsync(string target, CancellationToken cancellationToken = default)
+    {
+        await Host.Lock.WaitAsync(cancellationToken);
+        try
+        {
+            var disk = Disk(target);
+            RequireNoCapture();
+            var name = GuestExportName(target);
+            foreach (var (export, backend) in _guestExports.Where(e => e.Export == name).ToList())
+            {
+                Host.Server.RemoveExport(export);
+                backend.Close();
+                _guestExports.Remove((export, backend));
+            }
+
+            _disks.Remove(disk);
+            var storage = disk.Storage;
+            await storage.DisposeAsync();
+            if (storage is NbdFileBackend file)
+            {
+                File.Delete(file.Path);
+            }
+
+            Host.Publish(this, DomainEventKind.DiskChanged, "detached", target);
+        }
+        finally
+        {
+            Host.Lock.Release();
+        }
+    }
+
     /// <summary>Fault: another (empty) image replaces the disk under the same target (F10).</summary>
     /// <param name="target">The disk.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
@@ -426,11 +501,16 @@ public sealed class SimDomain
     {
         foreach (var disk in _disks)
         {
-            var backend = new SimLiveBackend(disk);
-            var name = GuestExportName(disk.Target);
-            Host.Server.AddExport(new NbdExport(name, backend, description: $"guest disk {disk.Target} of {Name}"));
-            _guestExports.Add((name, backend));
+            AddGuestExport(disk);
         }
+    }
+
+    private void AddGuestExport(SimDisk disk)
+    {
+        var backend = new SimLiveBackend(disk);
+        var name = GuestExportName(disk.Target);
+        Host.Server.AddExport(new NbdExport(name, backend, description: $"guest disk {disk.Target} of {Name}"));
+        _guestExports.Add((name, backend));
     }
 
     private void RemoveGuestExports()

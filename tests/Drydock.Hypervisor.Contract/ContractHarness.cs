@@ -76,6 +76,12 @@ public abstract class ContractHarness : IAsyncDisposable
     /// <summary>Replaces a disk's image by another one under the same target (F10).</summary>
     public virtual Task ReplaceDiskAsync(string target, CancellationToken cancellationToken = default) => Unsupported("a disk replacement");
 
+    /// <summary>Adds a new, empty qcow2 disk to the running domain under <paramref name="target"/> (F11).</summary>
+    public virtual Task HotAddDiskAsync(string target, ulong size, CancellationToken cancellationToken = default) => Unsupported("a disk hot-add");
+
+    /// <summary>Removes a disk from the domain (F11); the domain runs again afterwards.</summary>
+    public virtual Task RemoveDiskAsync(string target, CancellationToken cancellationToken = default) => Unsupported("a disk removal");
+
     /// <summary>Takes a disk's content back in time behind the bitmaps' back (F13).</summary>
     public virtual Task RevertDiskAsync(string target, CancellationToken cancellationToken = default) => Unsupported("a revert");
 

@@ -192,6 +192,49 @@ public abstract class TransferContractTests
     }
 
     [Fact]
+    public async Task F11_a_hot_added_disk_goes_full_the_others_stay_incremental_and_a_removed_disk_ends_its_lineage_cleanly()
+    {
+        await using var rig = await StartAsync();
+        var (vda, vdb) = (rig.H.Targets[0], rig.H.Targets[1]);
+        await rig.WriteAsync(vda, 0, 2 * MiB, seed: 1);
+        await rig.WriteAsync(vdb, 1 * MiB, 1 * MiB, seed: 2);
+        var first = await rig.BackupAsync(RequestedLevel.Auto);
+
+        const string vdc = "vdc";
+        await rig.H.HotAddDiskAsync(vdc, 8 * MiB, Ct);
+        Assert.Contains(vdc, rig.H.Targets);
+        await rig.WriteAsync(vdc, 2 * MiB, 512 * 1024, seed: 3);
+        await rig.WriteAsync(vda, 6 * MiB, 64 * 1024, seed: 4);
+        var second = await rig.BackupAsync(RequestedLevel.Auto);
+        Assert.Equal(DiskBackupLevel.Incremental, rig.Report(second, vda).Level);
+        Assert.Equal(DiskBackupLevel.Incremental, rig.Report(second, vdb).Level);
+        Assert.Equal(DiskBackupLevel.Full, rig.Report(second, vdc).Level);
+        Assert.Equal(FullReasonCode.NewDisk, rig.Report(second, vdc).FullReason?.Code);
+
+        // From now on the new disk carries the checkpoint too.
+        await rig.WriteAsync(vdc, 4 * MiB, 64 * 1024, seed: 5);
+        var third = await rig.BackupAsync(RequestedLevel.Auto);
+        Assert.All(third.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        Assert.Equal(second.Point.Sequence, rig.ManifestDisk(third, vdc).ParentSequence);
+
+        // A removed disk leaves the next point; the others go on incrementally; nothing is left behind for it.
+        await rig.H.RemoveDiskAsync(vdb, Ct);
+        Assert.DoesNotContain(vdb, rig.H.Targets);
+        await rig.WriteAsync(vda, 8 * MiB, 64 * 1024, seed: 6);
+        var fourth = await rig.BackupAsync(RequestedLevel.Auto);
+        Assert.Equal([vda, vdc], fourth.Manifest.Disks.Select(d => d.Name).Order(StringComparer.Ordinal));
+        Assert.All(fourth.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        Assert.Equal(third.Point.Sequence, rig.ManifestDisk(fourth, vda).ParentSequence);
+
+        // Every point restores, the removed disk's ones included.
+        await rig.AssertRestoresAsync(first);
+        await rig.AssertRestoresAsync(second);
+        await rig.AssertRestoresAsync(third);
+        await rig.AssertRestoresAsync(fourth);
+        await rig.AssertCleanAsync();
+    }
+
+    [Fact]
     public async Task F01_F02_after_an_unclean_kill_the_disks_go_full_once_every_point_still_restores_and_the_chain_resumes()
     {
         await using var rig = await StartAsync();

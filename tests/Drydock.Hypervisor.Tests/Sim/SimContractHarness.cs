@@ -149,6 +149,12 @@ internal sealed class SimContractHarness : ContractHarness
     public override Task ResizeDiskAsync(string target, ulong newSize, CancellationToken cancellationToken = default) =>
         _domain.ResizeDiskAsync(target, newSize, cancellationToken);
 
+    public override Task HotAddDiskAsync(string target, ulong size, CancellationToken cancellationToken = default) =>
+        _domain.AttachDiskAsync(target, size, DiskFormats.Qcow2, cancellationToken);
+
+    public override Task RemoveDiskAsync(string target, CancellationToken cancellationToken = default) =>
+        _domain.DetachDiskAsync(target, cancellationToken);
+
     public override Task ReplaceDiskAsync(string target, CancellationToken cancellationToken = default) =>
         _domain.ReplaceDiskAsync(target, cancellationToken);
 

@@ -102,6 +102,7 @@ public sealed class LibvirtFixture : Xunit.IAsyncLifetime
               <memory unit='MiB'>128</memory>
               <vcpu>1</vcpu>
               <os><type arch='x86_64' machine='pc'>hvm</type></os>
+              <features><acpi/></features>
               <devices>
                 <emulator>/usr/bin/qemu-system-x86_64</emulator>
             {diskXml}    <memballoon model='none'/>
@@ -134,7 +135,8 @@ public sealed class LibvirtFixture : Xunit.IAsyncLifetime
 public sealed class LibvirtTestDomain : IAsyncDisposable
 {
     private readonly LibvirtFixture _fixture;
-    private readonly IReadOnlyList<TestDiskSpec> _disks;
+    private readonly List<TestDiskSpec> _disks;
+    private readonly Dictionary<string, string> _images;
     private int _disposed;
 
     internal LibvirtTestDomain(LibvirtFixture fixture, string name, string directory, IReadOnlyList<TestDiskSpec> disks, IReadOnlyDictionary<string, string> images)
@@ -142,8 +144,8 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
         _fixture = fixture;
         Name = name;
         DirectoryPath = directory;
-        _disks = disks;
-        Images = images;
+        _disks = [.. disks];
+        _images = new Dictionary<string, string>(images, StringComparer.Ordinal);
     }
 
     /// <summary>The domain's name.</summary>
@@ -156,10 +158,41 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
     public string DirectoryPath { get; }
 
     /// <summary>Per target, the image file.</summary>
-    public IReadOnlyDictionary<string, string> Images { get; }
+    public IReadOnlyDictionary<string, string> Images => _images;
 
-    /// <summary>The disks it was created with.</summary>
+    /// <summary>Its disks: those it was created with, plus attached, minus detached ones.</summary>
     public IReadOnlyList<TestDiskSpec> Disks => _disks;
+
+    /// <summary>
+    /// Hot-plugs a new image as a virtio disk into the running domain (PCI hot-add through ACPI, which the test domains
+    /// enable; it needs no guest cooperation), and keeps it in the persistent definition so a restart keeps it.
+    /// </summary>
+    public async Task AttachDiskAsync(TestDiskSpec disk, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(disk);
+        var image = await QemuImage.CreateAsync(Path.Combine(DirectoryPath, $"{disk.Target}.{disk.Format}"), disk.Format, disk.Size, cancellationToken);
+        await LibvirtDaemon.VirshAsync(
+            ["attach-disk", Name, image, disk.Target, "--driver", "qemu", "--subdriver", disk.Format, "--targetbus", "virtio", "--persistent"],
+            cancellationToken);
+        _disks.Add(disk);
+        _images[disk.Target] = image;
+    }
+
+    /// <summary>
+    /// Removes a disk from the domain. A live unplug waits for the guest to release the device, which a domain without an
+    /// operating system never does; so the disk leaves the persistent definition and the domain is restarted (QEMU stops
+    /// on SIGTERM, storing the persistent bitmaps of the other disks) and runs without it.
+    /// </summary>
+    public async Task DetachDiskAsync(string target, CancellationToken cancellationToken = default)
+    {
+        var disk = _disks.Single(d => d.Target == target);
+        await LibvirtDaemon.VirshAsync(["detach-disk", Name, target, "--config"], cancellationToken);
+        await LibvirtDaemon.VirshAsync(["destroy", Name], cancellationToken);
+        await LibvirtDaemon.VirshAsync(["start", Name], cancellationToken);
+        _disks.Remove(disk);
+        File.Delete(_images[target]);
+        _images.Remove(target);
+    }
 
     /// <summary>
     /// Writes <paramref name="length"/> bytes of <paramref name="pattern"/> at <paramref name="offset"/> of a disk as the
@@ -178,7 +211,7 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
     /// <exception cref="InvalidOperationException">qemu-io reported a failure; the message has its words.</exception>
     public async Task QemuIoAsync(string target, string command, CancellationToken cancellationToken = default)
     {
-        var index = _disks.ToList().FindIndex(d => d.Target == target);
+        var index = DeviceIndex(target);
         var log = $"/var/log/libvirt/qemu/{Name}.log";
         var before = File.Exists(log) ? new FileInfo(log).Length : 0;
         await LibvirtDaemon.VirshAsync(["qemu-monitor-command", Name, "--hmp",
@@ -194,6 +227,19 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
                 throw new InvalidOperationException($"qemu-io '{command}' on {Name}/{target} failed: {failure.Trim()}");
             }
         }
+    }
+
+    // libvirt names a virtio disk's device virtio-disk<N>, N from its target name as virDiskNameToIndex counts it
+    // (vda 0, vdb 1, …, vdz 25, vdaa 26): attached and detached disks keep their numbers.
+    private static int DeviceIndex(string target)
+    {
+        var index = 0;
+        foreach (var letter in target.AsSpan(2))
+        {
+            index = (index * 26) + (letter - 'a' + 1);
+        }
+
+        return index - 1;
     }
 
     /// <summary>Runs a QMP command through <c>virsh qemu-monitor-command</c> and returns the reply.</summary>

@@ -214,6 +214,12 @@ internal sealed class LibvirtContractHarness : ContractHarness
     public override Task ResizeDiskAsync(string target, ulong newSize, CancellationToken cancellationToken = default) =>
         LibvirtDaemon.VirshAsync(["blockresize", _domain.Name, target, string.Create(CultureInfo.InvariantCulture, $"{newSize}B")], cancellationToken);
 
+    public override Task HotAddDiskAsync(string target, ulong size, CancellationToken cancellationToken = default) =>
+        _domain.AttachDiskAsync(new TestDiskSpec(target, (long)size), cancellationToken);
+
+    public override Task RemoveDiskAsync(string target, CancellationToken cancellationToken = default) =>
+        _domain.DetachDiskAsync(target, cancellationToken);
+
     public override async Task ReplaceDiskAsync(string target, CancellationToken cancellationToken = default)
     {
         // Another image under the same target: stop, swap the file, start (the images are the domain's).
