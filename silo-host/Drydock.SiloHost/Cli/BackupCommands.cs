@@ -7,6 +7,7 @@ using Drydock.Hypervisor;
 using Drydock.Repository;
 using Drydock.Repository.Format;
 using Drydock.Transfer;
+using Drydock.Transfer.Backup;
 using Drydock.Transfer.Chain;
 using Drydock.Transfer.Jobs;
 using Drydock.Transfer.Restore;
@@ -38,7 +39,20 @@ internal static class BackupCommands
         var disks = DiskOption("A disk (target name) to back up; repeatable. Default: every disk.");
         var noFallback = new Option<bool>("--no-fallback") { Description = "Fail instead of taking a full when a disk cannot do the requested level." };
         var label = new Option<string[]>("--label") { Description = "KEY=VALUE stored in the point's manifest; repeatable.", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("backup", "Back up a domain's disks into a repository (full, incremental or differential).") { domain, hypervisor, level, disks, noFallback, label };
+        var patchBelow = new Option<double>("--patch-below")
+        {
+            Description = "Incremental/differential: rebuild a chunk changed in at most this fraction of it from the parent's copy in the "
+                + "repository, reading only its changed ranges from the source (less load on the source, more on the repository); 0 re-reads whole chunks.",
+            DefaultValueFactory = _ => new BackupPipelineOptions().PatchChangedBelow,
+        };
+        patchBelow.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<double>() is < 0 or > 1)
+            {
+                result.AddError("--patch-below must be between 0 and 1");
+            }
+        });
+        var command = new Command("backup", "Back up a domain's disks into a repository (full, incremental or differential).") { domain, hypervisor, level, disks, noFallback, label, patchBelow };
         var common = Common(command);
         command.SetGuardedAction(async (parse, cancellationToken) =>
         {
@@ -65,7 +79,7 @@ internal static class BackupCommands
             };
             using var repository = await common.OpenAsync(parse, cancellationToken);
             await using var driver = await connectors().ConnectAsync(parse.GetValue(hypervisor)!, cancellationToken);
-            var job = new BackupJob(driver, repository);
+            var job = new BackupJob(driver, repository, new BackupJobOptions { Pipeline = new BackupPipelineOptions { PatchChangedBelow = parse.GetValue(patchBelow) } });
             var error = parse.InvocationConfiguration.Error;
             var view = new ProgressView();
             BackupJobResult result;

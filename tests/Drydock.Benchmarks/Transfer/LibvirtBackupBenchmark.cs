@@ -171,7 +171,7 @@ internal sealed class LibvirtBackupBenchmark(long size, int runs, string work, T
         var text = new StringBuilder();
         text.Append(Invariant($"Two identical TCG domains (libvirt 9.0, QEMU 7.2, started paused, no guest agent), one qcow2 disk of {size / BenchImages.MiB} MiB converted from the \"mixed\" image above; "));
         text.Append(Invariant($"median of {runs} alternating runs per row after one warm-up; {Environment.ProcessorCount} shared cores, load average {loadBefore} at the start, {BackupRestoreBenchmark.Load()} at the end. "));
-        text.Append("Drydock: `BackupJob` with the libvirt driver in the benchmark process (the published CLI `drydock backup` was not on main when this ran), into a local repository with default settings (zstd 1, AES-256-GCM, fsync on); a new repository for each full. ");
+        text.Append("Drydock: `BackupJob` with the libvirt driver in the benchmark process after a warm-up, as a worker silo runs it (`drydock backup` runs the same job plus .NET start-up, ≈ 0.2 s), into a local repository with default settings (zstd 1, AES-256-GCM, fsync on; incrementals patch chunks changed in at most half from the parent's copy); a new repository for each full. ");
         text.Append("virtnbdbackup 1.9.15 is a Python process (its start-up is in its time); `-z` is its lz4 compression; `-n` only hides its progress bar. ");
         text.Append("Before each full, every checkpoint of both domains is deleted (untimed). ");
         text.Append(Invariant($"Incrementals: before each run, {dirtyBytes / 1048576.0:0.0} MiB (1 %) at fresh random places, written into both domains through the virtio device with HMP `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P …\"` (untimed).\n\n"));

@@ -81,6 +81,44 @@ public sealed class BackupCommandsTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Incrementals_patch_partly_changed_chunks_unless_patch_below_is_zero_and_both_restore_exact()
+    {
+        await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        var workload = new SimWorkloadOptions { MaxBlocks = 2, ZeroWeight = 0, TrimWeight = 0 };
+        await _domain.RunWorkloadAsync(new SimWorkload(21, workload), 3, Ct);
+        var patched = await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        var atPatched = await HashDisksAsync();
+        await _domain.RunWorkloadAsync(new SimWorkload(22, workload), 3, Ct);
+        var whole = await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1", "--patch-below", "0");
+        var atWhole = await HashDisksAsync();
+
+        static (long Read, long Patched, long Chunks) Sum(JsonElement backup) => (
+            backup.GetProperty("disks").EnumerateArray().Sum(d => d.GetProperty("bytesRead").GetInt64()),
+            backup.GetProperty("disks").EnumerateArray().Sum(d => d.GetProperty("chunksPatched").GetInt64()),
+            backup.GetProperty("disks").EnumerateArray().Sum(d => d.GetProperty("chunksRead").GetInt64()));
+        var (patchedRead, patchedChunks, patchedTouched) = Sum(patched);
+        var (wholeRead, wholePatched, wholeTouched) = Sum(whole);
+        Assert.Equal(patchedTouched, patchedChunks);       // a few small writes: every touched chunk is patched
+        Assert.True(patchedRead < patchedTouched * MiB, $"patched incremental read {patchedRead} bytes for {patchedTouched} chunks");
+        Assert.Equal(0, wholePatched);
+        Assert.True(wholeTouched > 0 && wholeRead > patchedRead, $"whole chunks: {wholeRead} bytes for {wholeTouched} chunks; patched: {patchedRead} for {patchedTouched}");
+
+        foreach (var (point, expected) in new[] { (2, atPatched), (3, atWhole) })
+        {
+            var target = Path.Combine(_root, $"restore-{point}");
+            await JsonAsync("restore", "vm1", "--point", point.ToString(System.Globalization.CultureInfo.InvariantCulture), "--to", target);
+            foreach (var (disk, hash) in expected)
+            {
+                Assert.Equal(hash, await HashFileAsync(Path.Combine(target, disk + ".raw")));
+            }
+        }
+
+        var (code, _, error) = await RunAsync("backup", "vm1", "--hypervisor", "sim:h1", "--patch-below", "1.5", "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("--patch-below must be between 0 and 1", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Restore_into_a_running_domain_is_refused_and_changed_only_into_a_stopped_one_rolls_it_back()
     {
         await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
