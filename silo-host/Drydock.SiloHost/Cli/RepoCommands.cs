@@ -337,8 +337,10 @@ public static class RepoCommands
         }
         catch (Exception e) when (e is RepositoryException or BlobStoreException or ArgumentException or IOException or FormatException or UnauthorizedAccessException)
         {
-            await parse.InvocationConfiguration.Error.WriteLineAsync("error: " + e.Message);
-            return 2;
+            // As every other command: a bad request (option value, repository URL) is a usage error, anything the
+            // repository or the storage refuses is a failure.
+            await parse.InvocationConfiguration.Error.WriteLineAsync("drydock: error: " + e.Message);
+            return e is ArgumentException or FormatException ? ExitCodes.Usage : ExitCodes.Failure;
         }
     }
 }

@@ -102,12 +102,12 @@ public sealed class RepoCommandsTests : IDisposable
         var wrong = Path.Combine(_root, "wrong");
         await File.WriteAllTextAsync(wrong, "hunter2-wrong", Ct);
         var (code, output, error) = await RunAsync("repo", "info", Repo, "--passphrase-file", wrong);
-        Assert.Equal(2, code);
+        Assert.Equal(ExitCodes.Failure, code);
         Assert.Contains("passphrase does not unlock", error, StringComparison.Ordinal);
         Assert.DoesNotContain("hunter2", output + error, StringComparison.Ordinal);
 
         (code, _, error) = await RunAsync("repo", "info", Repo, "--passphrase-env", "DRYDOCK_TEST_UNSET_VARIABLE");
-        Assert.Equal(2, code);
+        Assert.Equal(ExitCodes.Usage, code);
         Assert.Contains("never on the command line", error, StringComparison.Ordinal);
     }
 
@@ -115,11 +115,11 @@ public sealed class RepoCommandsTests : IDisposable
     public async Task Unknown_repository_schemes_and_missing_azure_settings_are_explained()
     {
         var (code, _, error) = await RunAsync("repo", "info", "s3://bucket/x", "--passphrase-file", _passFile);
-        Assert.Equal(2, code);
+        Assert.Equal(ExitCodes.Usage, code);
         Assert.Contains("not supported", error, StringComparison.Ordinal);
 
         (code, _, error) = await RunAsync("repo", "info", "https://acct.blob.core.windows.net/c/p", "--passphrase-file", _passFile);
-        Assert.Equal(2, code);
+        Assert.Equal(ExitCodes.Usage, code);
         Assert.Contains("sig=", error, StringComparison.Ordinal);
         await Task.CompletedTask;
     }
@@ -129,7 +129,7 @@ public sealed class RepoCommandsTests : IDisposable
     {
         await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
         var (code, _, error) = await RunAsync("repo", "init", Repo, "--passphrase-file", _passFile, "--kdf-iterations", "1000");
-        Assert.Equal(2, code);
+        Assert.Equal(ExitCodes.Failure, code);
         Assert.Contains("already holds a repository", error, StringComparison.Ordinal);
         Assert.True(await new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = Path.Combine(_root, "repo") }).ExistsAsync("drydock.repo", Ct));
     }
