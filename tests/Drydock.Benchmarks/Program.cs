@@ -14,7 +14,7 @@ using Drydock.Benchmarks;
 //   ... -- libvirt-capture-latency [--runs 10] [--write]   libvirt driver vs virsh (LibvirtCaptureLatencyBenchmark.cs; root: starts libvirtd)
 //   ... -- backup-restore [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupPipeline vs nbdcopy, RestorePipeline vs qemu-img convert (Transfer/)
 //   ... -- extent-planning [--extents 100000] [--runs 5] [--work DIR] [--write]   issue 6: block-status walk + ReadPlanner on 1 TiB vs nbdinfo --map (Transfer/)
-//   ... -- chunk-path [--image random|mixed] [--stage nbd|writer|backup|restore] [--store memory|fs] [--runs 3]   diagnostic: CPU per stage of the chunk path (Transfer/ChunkPathProfile.cs)
+//   ... -- chunk-path [--image random|mixed] [--stage nbd|writer|backup|restore|read] [--store memory|null|fs|fs-buffered] [--runs 3]   diagnostic: CPU per stage of the chunk path (Transfer/ChunkPathProfile.cs)
 //   ... -- libvirt-backup [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupJob on libvirt vs virtnbdbackup (Transfer/; root: starts libvirtd)
 switch (args.FirstOrDefault())
 {

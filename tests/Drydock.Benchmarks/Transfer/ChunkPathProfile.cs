@@ -21,8 +21,9 @@ namespace Drydock.Benchmarks.Transfer;
 /// in a loop so that <c>perf record</c> (with <c>DOTNET_PerfMapEnabled=1</c>) sees mostly steady state. Stages:
 /// <c>nbd</c> (read every chunk over NBD, 4 connections, 16 in flight, and drop it), <c>writer</c> (the image file
 /// straight into a <see cref="DiskWriter"/>, no NBD), <c>backup</c> (<see cref="BackupPipeline"/>, both), <c>restore</c>
-/// (<see cref="RestorePipeline.ToFileAsync"/> to raw, after one backup). Store: <c>memory</c> or <c>fs</c> (a
-/// repository under the work directory, fsync on) or <c>null</c> (in memory, but chunk objects are dropped: the pipeline
+/// (<see cref="RestorePipeline.ToFileAsync"/> to raw, after one backup), <c>read</c> (every chunk read from the repository and
+/// dropped, after one backup). Store: <c>memory</c>, <c>fs</c> or <c>fs-buffered</c> (a
+/// repository under the work directory, fsync on; fs-buffered without O_DIRECT) or <c>null</c> (in memory, but chunk objects are dropped: the pipeline
 /// without the in-memory store's copy of every chunk; not restorable).
 /// </summary>
 /// <example><c>Drydock.Benchmarks chunk-path --image random --stage backup --store memory --runs 5</c></example>
@@ -82,7 +83,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
                 case "backup":
                     outcome = await BackupAsync(endpoint, size, NewStore(), cancellationToken);
                     break;
-                case "restore":
+                case "restore" or "read":
                     if (kept is null)
                     {
                         kept = NewStore();
@@ -90,10 +91,10 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
                         before = Snapshot.Take();
                     }
 
-                    outcome = await RestoreAsync(kept, cancellationToken);
+                    outcome = stage == "read" ? await ReadAsync(kept, cancellationToken) : await RestoreAsync(kept, cancellationToken);
                     break;
                 default:
-                    await log.WriteLineAsync($"unknown stage {stage} (nbd, writer, backup, restore)");
+                    await log.WriteLineAsync($"unknown stage {stage} (nbd, writer, backup, restore, read)");
                     return 2;
             }
 
@@ -181,6 +182,35 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
         return string.Create(CultureInfo.InvariantCulture, $"{result.ChunksWritten} chunks written");
     }
 
+    // The repository's read path alone: every chunk fetched, authenticated, decompressed and re-hashed, then dropped.
+    private static async Task<string> ReadAsync(IBlobStore store, CancellationToken cancellationToken)
+    {
+        using var repository = await BackupRepository.OpenAsync(store, Passphrase, cancellationToken: cancellationToken);
+        var point = await repository.OpenLatestAsync("default", Domain, cancellationToken: cancellationToken)
+            ?? throw new InvalidOperationException("no point in the profile repository");
+        var disk = await point.OpenDiskAsync("vda", cancellationToken);
+        long next = -1;
+
+        async Task LoopAsync()
+        {
+            var buffer = ArrayPool<byte>.Shared.Rent(disk.ChunkSize);
+            try
+            {
+                for (var i = Interlocked.Increment(ref next); i < disk.ChunkCount; i = Interlocked.Increment(ref next))
+                {
+                    await disk.ReadChunkAsync(i, buffer.AsMemory(0, disk.RangeOf(i).Length), cancellationToken);
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => Task.Run(LoopAsync, cancellationToken)));
+        return string.Create(CultureInfo.InvariantCulture, $"{disk.ChunkCount} chunks read");
+    }
+
     private static Task<BackupRepository> InitAsync(IBlobStore store, CancellationToken cancellationToken)
         => BackupRepository.InitAsync(store, Passphrase, new RepositoryInitOptions { KdfIterations = 1000 }, cancellationToken: cancellationToken);
 
@@ -189,7 +219,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
         public static Snapshot Take()
         {
             using var process = Process.GetCurrentProcess();
-            return new Snapshot(process.TotalProcessorTime, process.UserProcessorTime, TimeSpan.FromTicks(Stopwatch.GetTimestamp() * TimeSpan.TicksPerSecond / Stopwatch.Frequency), GC.GetTotalAllocatedBytes(precise: false), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+            return new Snapshot(process.TotalProcessorTime, process.UserProcessorTime, TimeSpan.FromSeconds(Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency), GC.GetTotalAllocatedBytes(precise: false), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
         }
 
         public static Snapshot operator -(Snapshot a, Snapshot b)
