@@ -22,6 +22,7 @@ public sealed class FileSystemBlobStore : IBlobStore
     private readonly string _root;
     private readonly FileSystemBlobStoreOptions _options;
     private readonly ConcurrentDictionary<string, byte> _dirtyDirectories = new(StringComparer.Ordinal);
+    private readonly DirectFileWriter _direct = new();
 
     /// <summary>Opens (and creates if needed) a store at <see cref="FileSystemBlobStoreOptions.Root"/>.</summary>
     /// <param name="options">The options.</param>
@@ -47,7 +48,7 @@ public sealed class FileSystemBlobStore : IBlobStore
         var temp = Path.Combine(_root, TempDirectory, Guid.NewGuid().ToString("N") + ".part");
         try
         {
-            await WriteTempAsync(temp, content, cancellationToken);
+            await WriteTempAsync(temp, name, content, cancellationToken);
             var created = EnsureDirectory(directory);
             switch (condition.Kind)
             {
@@ -343,8 +344,23 @@ public sealed class FileSystemBlobStore : IBlobStore
         return false;
     }
 
-    private async Task WriteTempAsync(string temp, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
+    private async Task WriteTempAsync(string temp, string name, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
     {
+        if (_options.DirectWriteThreshold > 0 && content.Length >= _options.DirectWriteThreshold && _direct.Enabled)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var errno = _direct.Write(temp, content.Span, _options.Durable);
+            if (errno == 0)
+            {
+                return;
+            }
+
+            if (errno > 0)
+            {
+                throw ErrnoException(errno, "write", name);
+            }
+        }
+
         var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.Asynchronous);
         await using (stream)
         {

@@ -21,4 +21,10 @@ public sealed class FileSystemBlobStoreOptions
     /// larger ones a time-and-size ETag. Default 4 KiB: leases are a few hundred bytes, and listing chunks must not
     /// read them.</summary>
     public int ContentETagLimit { get; set; } = 4 * 1024;
+
+    /// <summary>Objects of at least this many bytes are written with <c>O_DIRECT</c> (from an aligned copy, padded and then
+    /// truncated to their length), bypassing the page cache: for chunks this costs a fraction of the CPU of a buffered
+    /// write plus fsync, and keeps backup data out of the host's cache. Where the filesystem refuses <c>O_DIRECT</c> the
+    /// store falls back to buffered writes by itself. Default 256 KiB; 0 turns direct writes off.</summary>
+    public int DirectWriteThreshold { get; set; } = 256 * 1024;
 }

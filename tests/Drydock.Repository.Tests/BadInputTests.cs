@@ -113,6 +113,26 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public void A_tampered_uncompressed_chunk_fails_authentication_and_leaves_no_plaintext_in_the_destination()
+    {
+        // Stored-uncompressed objects are decrypted straight into the caller's buffer: a failed tag must not leave bytes there.
+        using var keys = RepositoryKeys.Derive(new byte[32], Guid.NewGuid(), "k");
+        var codec = new ObjectCodec(Guid.NewGuid(), keys, encrypt: true, CompressionAlgorithm.Zstd, 1);
+        var plain = new byte[512 * 1024];
+        new Random(6).NextBytes(plain);
+        var sealedObject = codec.Seal(ObjectType.Chunk, new byte[32], plain);
+        Assert.Equal((byte)CompressionAlgorithm.None, sealedObject[6]);
+        var roundTrip = new byte[plain.Length];
+        codec.Open(sealedObject, new byte[32], roundTrip, default);
+        Assert.Equal(plain, roundTrip);
+
+        sealedObject[ObjectCodec.HeaderSize + 1000] ^= 0x01;
+        var destination = new byte[plain.Length];
+        Assert.Throws<ObjectTamperedException>(() => codec.Open(sealedObject, new byte[32], destination, default));
+        Assert.DoesNotContain(destination, b => b != 0);
+    }
+
+    [Fact]
     public async Task Another_repositorys_object_under_the_same_name_fails_authentication()
     {
         var (t, image, id, _) = await WithPointAsync();

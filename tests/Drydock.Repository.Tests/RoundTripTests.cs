@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Security.Cryptography;
 using Drydock.Repository.Compression;
 using Drydock.Repository.Format;
@@ -187,6 +188,30 @@ public sealed class RoundTripTests
         await disk.WriteChunkAsync(2, new byte[10], Ct);
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await disk.WriteChunkAsync(2, new byte[10], Ct));
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await disk.WriteChunkAsync(3, new byte[10], Ct));
+    }
+
+    [Fact]
+    public async Task Chunks_handed_over_in_rented_arrays_restore_byte_exact_and_bad_ones_are_rejected()
+    {
+        await using var t = await CreateAsync();
+        var image = Image(3, seed: 4, tail: 10);
+        await using (var session = await t.Repository.BeginPointAsync(new PointRequest { DomainId = DomainA, DomainName = "a", WriterId = "w" }, Ct))
+        {
+            var disk = await session.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "i", VirtualSize = image.Length }, Ct);
+            await Assert.ThrowsAsync<ArgumentException>(async () => await disk.WriteRentedChunkAsync(3, ArrayPool<byte>.Shared.Rent(ChunkSize), ChunkSize, Ct));
+            await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await disk.WriteRentedChunkAsync(0, ArrayPool<byte>.Shared.Rent(10), ChunkSize + 1, Ct));
+            for (var i = 0; i < disk.ChunkCount; i++)
+            {
+                var length = disk.LengthOf(i);
+                var rented = ArrayPool<byte>.Shared.Rent(length);
+                image.AsSpan(i * ChunkSize, length).CopyTo(rented);
+                await disk.WriteRentedChunkAsync(i, rented, length, Ct);
+            }
+
+            await session.CommitAsync(Ct);
+        }
+
+        Assert.Equal(image, await t.RestoreAsync(DomainA, 1));
     }
 
     [Fact]

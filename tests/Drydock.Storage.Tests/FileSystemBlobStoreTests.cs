@@ -95,6 +95,23 @@ public sealed class FileSystemBlobStoreTests : BlobStoreContract
         }
     }
 
+    [Theory]
+    [InlineData(256 * 1024)]
+    [InlineData((2 * 1024 * 1024) + 44)]
+    [InlineData((1024 * 1024) + 4095)]
+    public async Task A_large_object_written_with_direct_io_has_exactly_its_bytes(int length)
+    {
+        // Direct writes pad to the 4 KiB alignment and truncate back: no padding may survive.
+        var content = new byte[length];
+        new Random(length).NextBytes(content);
+        var properties = await Store.PutAsync("chunks/ab/large", content, BlobCondition.CreateOnly, Ct);
+        Assert.Equal(length, properties.Length);
+        Assert.Equal(content, await File.ReadAllBytesAsync(Path.Combine(_root!, "chunks", "ab", "large"), Ct));
+        using var read = await Store.GetAsync("chunks/ab/large", length, Ct);
+        Assert.Equal(content, read.Span.ToArray());
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_root!, ".tmp")));
+    }
+
     [Fact]
     public async Task Objects_are_plain_files_under_the_root()
     {
@@ -113,6 +130,27 @@ public sealed class FileSystemBlobStoreImmediateSyncTests : BlobStoreContract
     {
         _root = Directory.CreateTempSubdirectory("drydock-fs-sync-").FullName;
         return Task.FromResult<IBlobStore>(new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = _root, DeferDirectorySync = false }));
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_root is not null)
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+    }
+}
+
+/// <summary>The same contract with every non-empty object written through O_DIRECT (threshold 1 byte).</summary>
+public sealed class FileSystemBlobStoreDirectWriteTests : BlobStoreContract
+{
+    private string? _root;
+
+    protected override Task<IBlobStore> CreateStoreAsync()
+    {
+        _root = Directory.CreateTempSubdirectory("drydock-fs-direct-").FullName;
+        return Task.FromResult<IBlobStore>(new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = _root, DirectWriteThreshold = 1 }));
     }
 
     public override async ValueTask DisposeAsync()

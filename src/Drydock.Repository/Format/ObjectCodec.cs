@@ -237,6 +237,23 @@ public sealed class ObjectCodec
         var algorithm = (CompressionAlgorithm)header[6];
         var payloadLength = (int)BinaryPrimitives.ReadUInt32BigEndian(header[12..]);
         var payload = sealedObject.Slice(HeaderSize, payloadLength);
+        if (header[7] == 1 && algorithm == CompressionAlgorithm.None && payloadLength == destination.Length)
+        {
+            // Stored uncompressed (incompressible chunks): decrypt straight into the caller's buffer, no copy. On a
+            // tag mismatch AesGcm clears what it wrote, and the caller gets the exception, never the bytes.
+            using var aes = new AesGcm(_keys.EncryptionKey, TagSize);
+            try
+            {
+                aes.Decrypt(header.Slice(16, 12), payload, sealedObject.Slice(HeaderSize + payloadLength, TagSize), destination, Aad(header, objectKey));
+            }
+            catch (AuthenticationTagMismatchException e)
+            {
+                throw new ObjectTamperedException(where, e);
+            }
+
+            return;
+        }
+
         if (header[7] == 1)
         {
             var plain = ArrayPool<byte>.Shared.Rent(Math.Max(1, payloadLength));

@@ -1,6 +1,7 @@
 namespace Drydock.Repository.Write;
 
-/// <summary>One chunk queued for the workers: a pooled copy of the caller's bytes.</summary>
+/// <summary>One chunk queued for the workers: an array from the shared pool (a copy of the caller's bytes, or its own
+/// buffer handed over), returned to the pool once the chunk is stored.</summary>
 /// <param name="Disk">The disk.</param>
 /// <param name="Index">The entry.</param>
 /// <param name="Buffer">The rented buffer.</param>

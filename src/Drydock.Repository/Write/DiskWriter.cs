@@ -124,6 +124,46 @@ public sealed class DiskWriter
         }
     }
 
+    /// <summary>Queues a chunk whose bytes are in an array rented from <see cref="ArrayPool{T}.Shared"/>, without copying
+    /// them: the array belongs to the writer from the call on (it goes back to the pool when the chunk is stored, and on
+    /// any failure, including one thrown by this call), so the caller must not touch it again. Same back-pressure as
+    /// <see cref="WriteChunkAsync"/>.</summary>
+    /// <param name="chunkIndex">The chunk index.</param>
+    /// <param name="rented">The array, holding the chunk's bytes from index 0.</param>
+    /// <param name="length">Exactly <see cref="LengthOf"/> bytes.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A task.</returns>
+    public async ValueTask WriteRentedChunkAsync(long chunkIndex, byte[] rented, int length, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(rented);
+        try
+        {
+            if ((uint)length > (uint)rented.Length)
+            {
+                throw new ArgumentOutOfRangeException(nameof(length), length, "longer than the array");
+            }
+
+            Claim(chunkIndex, length);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+            throw;
+        }
+
+        Interlocked.Increment(ref _submitted);
+        Interlocked.Add(ref _bytesSubmitted, length);
+        try
+        {
+            await _session.EnqueueAsync(new ChunkWork(this, chunkIndex, rented, length), cancellationToken);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+            throw;
+        }
+    }
+
     /// <summary>Records a chunk as all zeros without sending its bytes (e.g. a hole or a zero extent).</summary>
     /// <param name="chunkIndex">The chunk index.</param>
     public void MarkZero(long chunkIndex)

@@ -258,7 +258,11 @@ public sealed partial class BackupPipeline
                     var bytes = chunk.Patch is { } patch && Aligned(patch.Reads, minimum) && await TryReadParentAsync(writer, disk, chunk, data, stop.Token)
                         ? await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => PatchChunkAsync(client, chunk, patch, data, ct), stop.Token)
                         : await WithReconnectAsync(connection, disk, chunk.Offset, (client, ct) => ReadChunkAsync(client, chunk, data, minimum, ct), stop.Token);
-                    await writer.WriteChunkAsync(chunk.Index, data, stop.Token);
+
+                    // The buffer goes to the writer as it is (no 2 MiB copy); the next chunk gets a fresh one from the pool.
+                    var owned = buffer;
+                    buffer = null;
+                    await writer.WriteRentedChunkAsync(chunk.Index, owned, chunk.Length, stop.Token);
                     Interlocked.Add(ref bytesRead, bytes);
                     var endsRun = k == reads.Count - 1 || reads[(int)k + 1].Index != chunk.Index + 1;
                     reporter.Add(bytes, endsRun ? 1 : 0);

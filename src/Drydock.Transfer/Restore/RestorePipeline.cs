@@ -7,6 +7,7 @@ using Drydock.Nbd.Client;
 using Drydock.Nbd.Protocol;
 using Drydock.Repository.Read;
 using Drydock.Transfer.Backup;
+using Drydock.Transfer.Interop;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -254,7 +255,8 @@ public sealed partial class RestorePipeline
             await using (var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 0))
             {
                 file.SetLength(source.Size);
-                result = await RestoreChunksAsync(source, new FileTarget(file.SafeFileHandle, temporary), RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
+                using var direct = NativeMethods.TryOpenDirect(temporary);
+                result = await RestoreChunksAsync(source, new FileTarget(file.SafeFileHandle, direct, temporary), RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
                 reporter.Enter(TransferPhase.Finishing);
                 await Task.Run(() => file.Flush(flushToDisk: true), cancellationToken);
             }
@@ -362,6 +364,7 @@ public sealed partial class RestorePipeline
         async Task WorkAsync()
         {
             byte[]? buffer = null;
+            Memory<byte> work = default;
             try
             {
                 while (true)
@@ -375,8 +378,13 @@ public sealed partial class RestorePipeline
                     stop.Token.ThrowIfCancellationRequested();
                     var (offset, length) = source.RangeOf(i);
                     var zero = source.IsZero(i);
-                    buffer ??= ArrayPool<byte>.Shared.Rent(source.ChunkSize);
-                    var data = buffer.AsMemory(0, length);
+                    if (work.IsEmpty)
+                    {
+                        // A local file takes O_DIRECT writes straight from this buffer: aligned and pinned, not pooled.
+                        work = target is FileTarget ? FileTarget.AllocateAligned(source.ChunkSize) : buffer = ArrayPool<byte>.Shared.Rent(source.ChunkSize);
+                    }
+
+                    var data = work[..length];
                     var done = mode == RestoreWriteMode.ChangedOnly || !zero ? length : 0;
                     if (mode == RestoreWriteMode.ChangedOnly)
                     {

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Drydock.Nbd.Client;
 using Microsoft.Win32.SafeHandles;
 
@@ -48,17 +50,63 @@ internal sealed class NbdTarget(NbdClient client) : IRestoreTarget
     }
 }
 
-/// <summary>A local file sized to the disk (only fresh-target restores: zero chunks are never written).</summary>
-internal sealed class FileTarget(SafeFileHandle handle, string path) : IRestoreTarget
+/// <summary>
+/// A local file sized to the disk (only fresh-target restores: zero chunks are never written). Writes whose buffer, offset
+/// and length are aligned go through <paramref name="direct"/> (the same file opened with O_DIRECT) when there is one:
+/// the bytes skip the page cache, whose copy and writeback cost the restoring process several CPU-seconds per GiB on a
+/// virtio disk; the rest (a short last chunk) are buffered. The caller's fsync of <paramref name="handle"/> covers both.
+/// </summary>
+internal sealed class FileTarget(SafeFileHandle handle, SafeFileHandle? direct, string path) : IRestoreTarget
 {
+    private const int EInval = 22;
+    private volatile bool _directRefused;
+
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
         throw new NotSupportedException($"{path}: a new file is never read back");
 
     public Task WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (direct is not null && !_directRefused && IsAligned(offset, data))
+        {
+            try
+            {
+                RandomAccess.Write(direct, data.Span, offset);
+                return Task.CompletedTask;
+            }
+            catch (IOException e) when (e.HResult == EInval)
+            {
+                // The filesystem opened the file for O_DIRECT but refuses the writes: buffered from now on.
+                _directRefused = true;
+            }
+        }
+
         RandomAccess.Write(handle, data.Span, offset);
         return Task.CompletedTask;
+    }
+
+    /// <summary>A buffer for a worker, aligned for O_DIRECT: pinned (it never moves), the aligned window of a slightly
+    /// larger array.</summary>
+    /// <param name="length">The bytes needed.</param>
+    /// <returns>The aligned buffer.</returns>
+    public static unsafe Memory<byte> AllocateAligned(int length)
+    {
+        var array = GC.AllocateUninitializedArray<byte>(length + Interop.NativeMethods.DirectAlignment, pinned: true);
+        var address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
+        var start = (int)((Interop.NativeMethods.DirectAlignment - (address & (Interop.NativeMethods.DirectAlignment - 1))) & (Interop.NativeMethods.DirectAlignment - 1));
+        return array.AsMemory(start, length);
+    }
+
+    private static unsafe bool IsAligned(long offset, ReadOnlyMemory<byte> data)
+    {
+        const int Mask = Interop.NativeMethods.DirectAlignment - 1;
+        if ((offset & Mask) != 0 || (data.Length & Mask) != 0 || data.Length == 0)
+        {
+            return false;
+        }
+
+        using var pin = data.Pin();
+        return ((nint)pin.Pointer & Mask) == 0;
     }
 
     public Task ZeroAsync(long offset, Memory<byte> scratch, CancellationToken cancellationToken) =>

@@ -56,6 +56,24 @@ public sealed class RestorePipelineTests
     }
 
     [Fact]
+    public async Task A_raw_restore_whose_last_chunk_is_not_4_KiB_aligned_is_byte_exact()
+    {
+        // Whole chunks go out with O_DIRECT, a 1.5 KiB tail cannot: both halves must land, and the size stay exact.
+        const long size = (6L * ChunkSize) + 1536;
+        await using var h = await StartAsync(size);
+        var content = new byte[size];
+        new Random(11).NextBytes(content);
+        await h.Disk.WriteAsync(0, content, cancellationToken: Ct);
+        await h.BackupAsync();
+        var path = h.Directory.File("tail.raw");
+
+        var result = await Pipeline().ToFileAsync(await h.OpenAsync(1), path, DiskImageFormat.Raw, cancellationToken: Ct);
+
+        Assert.Equal(7, result.ChunksWritten);
+        Assert.Equal(content, await File.ReadAllBytesAsync(path, Ct));
+    }
+
+    [Fact]
     public async Task A_full_backup_restores_to_a_qcow2_image_that_qemu_img_finds_identical()
     {
         await using var h = await BackedUpAsync();
