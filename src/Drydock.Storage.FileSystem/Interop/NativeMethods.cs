@@ -13,8 +13,14 @@ internal static partial class NativeMethods
     /// <summary>O_RDONLY.</summary>
     internal const int ORdOnly = 0;
 
-    /// <summary>O_DIRECTORY on Linux (x86-64 and arm64).</summary>
-    internal const int ODirectory = 0x10000;
+    /// <summary>O_DIRECTORY, which differs between architectures (on arm64 0x10000 is O_DIRECT); 0 where unknown, so a
+    /// directory is opened plainly (O_RDONLY works on a directory; the flag only adds the check).</summary>
+    internal static int ODirectory => RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X64 => 0x10000,
+        Architecture.Arm64 => 0x4000,
+        _ => 0,
+    };
 
     /// <summary>O_CLOEXEC on Linux.</summary>
     internal const int OCloExec = 0x80000;
