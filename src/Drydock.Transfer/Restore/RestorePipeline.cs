@@ -84,6 +84,10 @@ public sealed record DiskRestoreResult
 /// </summary>
 public sealed partial class RestorePipeline
 {
+    // The unit in which a fresh target skips zeros inside a chunk: a qcow2 cluster (64 KiB by default), a multiple of
+    // any file system block and of O_DIRECT's alignment.
+    private const int SparseSegment = 64 * 1024;
+
     private readonly RestorePipelineOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -421,9 +425,22 @@ public sealed partial class RestorePipeline
                     {
                         // Repository errors (missing or damaged chunk) propagate as they are: they name point, disk and range.
                         await source.ReadChunkAsync(i, data, stop.Token);
-                        await TargetOpAsync(disk, offset, () => target.WriteAsync(offset, data, stop.Token));
+                        long bytes = length;
+                        if (mode == RestoreWriteMode.FreshTarget)
+                        {
+                            // A fresh target already reads as zeros: only the segments holding data are written, so it
+                            // stays sparse inside chunks too and a qcow2 allocates no clusters for zeros.
+                            var runs = DataRuns(data.Span, SparseSegment);
+                            bytes = runs.Sum(r => (long)r.Length);
+                            await Task.WhenAll(runs.Select(r => TargetOpAsync(disk, offset + r.Start, () => target.WriteAsync(offset + r.Start, data.Slice(r.Start, r.Length), stop.Token))));
+                        }
+                        else
+                        {
+                            await TargetOpAsync(disk, offset, () => target.WriteAsync(offset, data, stop.Token));
+                        }
+
                         Interlocked.Increment(ref written);
-                        Interlocked.Add(ref bytesWritten, length);
+                        Interlocked.Add(ref bytesWritten, bytes);
                     }
 
                     reporter.Add(done, 1);
@@ -473,6 +490,31 @@ public sealed partial class RestorePipeline
             BytesCompared = bytesCompared,
             Elapsed = reporter.Elapsed,
         };
+    }
+
+    // The runs of a chunk that hold data, in whole segments (the last may be short), merged; all-zero segments are left out.
+    internal static List<(int Start, int Length)> DataRuns(ReadOnlySpan<byte> chunk, int segment)
+    {
+        var runs = new List<(int Start, int Length)>();
+        for (var at = 0; at < chunk.Length; at += segment)
+        {
+            var length = Math.Min(segment, chunk.Length - at);
+            if (!chunk.Slice(at, length).ContainsAnyExcept((byte)0))
+            {
+                continue;
+            }
+
+            if (runs.Count > 0 && runs[^1].Start + runs[^1].Length == at)
+            {
+                runs[^1] = (runs[^1].Start, runs[^1].Length + length);
+            }
+            else
+            {
+                runs.Add((at, length));
+            }
+        }
+
+        return runs;
     }
 
     // Whether the target's allocation map says [start, end) reads as zeroes from end to end.

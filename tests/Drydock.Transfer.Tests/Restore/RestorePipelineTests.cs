@@ -56,6 +56,23 @@ public sealed class RestorePipelineTests
     }
 
     [Fact]
+    public void A_fresh_target_gets_only_the_segments_of_a_chunk_that_hold_data()
+    {
+        const int segment = 4096;
+        var chunk = new byte[(5 * segment) + 100];
+        chunk[10] = 1;                       // segment 0
+        chunk[(2 * segment) + 5] = 2;        // segment 2
+        chunk[(3 * segment) + 4095] = 3;     // segment 3 (merged with 2)
+        chunk[(5 * segment) + 99] = 4;       // the short tail
+
+        var runs = RestorePipeline.DataRuns(chunk, segment);
+
+        Assert.Equal([(0, segment), (2 * segment, 2 * segment), (5 * segment, 100)], runs);
+        Assert.Empty(RestorePipeline.DataRuns(new byte[3 * segment], segment));
+        Assert.Equal([(0, 3 * segment)], RestorePipeline.DataRuns(Enumerable.Repeat((byte)7, 3 * segment).ToArray(), segment));
+    }
+
+    [Fact]
     public async Task A_raw_restore_whose_last_chunk_is_not_4_KiB_aligned_is_byte_exact()
     {
         // Whole chunks go out with O_DIRECT, a 1.5 KiB tail cannot: both halves must land, and the size stay exact.
