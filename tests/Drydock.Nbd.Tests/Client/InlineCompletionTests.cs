@@ -1,3 +1,5 @@
+using Drydock.Nbd.Protocol;
+using Drydock.Nbd.Server;
 using Drydock.Nbd.Tests.TestSupport;
 using Xunit;
 using static Drydock.Nbd.Tests.TestSupport.TestCancellation;
@@ -15,6 +17,9 @@ public sealed class InlineCompletionTests
     public async Task With_inline_completions_the_continuation_of_a_read_runs_on_the_reader_thread()
     {
         await using var server = TestServer.Start();
+        // The reply must arrive after the await has suspended: a reply already there completes the await on the
+        // caller's own thread, whatever the option says.
+        server.Faults.Add(NbdRequestFault.DelayBy(TimeSpan.FromMilliseconds(50), NbdCommand.Read));
         var options = TestServer.Options();
         options.InlineCompletions = true;
         await using var client = await server.ConnectAsync(options: options);
