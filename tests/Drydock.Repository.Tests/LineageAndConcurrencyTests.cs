@@ -218,6 +218,15 @@ public sealed class LineageAndConcurrencyTests
         {
             var d = await aborted.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "i", VirtualSize = image.Length }, Ct);
             await d.WriteAllAsync(new MemoryStream(image), Ct);
+
+            // WriteAllAsync returns once the chunks are queued and disposing drops what is still queued: wait until the
+            // three data chunks (chunk 0 is zeros) are stored, as a session that died later than its uploads left them.
+            for (var wait = 0; wait < 500 && t.Names(ObjectNames.ChunksPrefix).Count() < 3; wait++)
+            {
+                await Task.Delay(10, Ct);
+            }
+
+            Assert.Equal(3, t.Names(ObjectNames.ChunksPrefix).Count());
         }
 
         t.Clock.Advance(TimeSpan.FromDays(5));
