@@ -2,15 +2,17 @@ using System.Net.Sockets;
 using Drydock.Nbd;
 using Drydock.Nbd.Client;
 
-namespace Drydock.Transfer.Backup;
+namespace Drydock.Transfer;
 
 /// <summary>
-/// The NBD client of one disk's backup, re-opened when its connection dies (F23). Readers take the current client with
-/// its generation; a reader whose request failed at the connection level asks for a reconnect of that generation, and
-/// only the first such request per generation reconnects (the others retry on the new client). Reconnects are bounded:
-/// after <c>maxAttempts</c> reconnects without a successful request in between, the disk fails.
+/// The NBD client of one disk's backup source or restore target, re-opened when its connection dies (F23). Workers take
+/// the current client with its generation; a worker whose request failed at the connection level asks for a reconnect of
+/// that generation, and only the first such request per generation reconnects (the others retry on the new client).
+/// Reconnects are bounded: after <c>maxAttempts</c> reconnects without a successful request in between, the disk fails.
+/// Only idempotent operations go through it (reads, and writes of whole ranges whose content is fixed), so a request
+/// that may or may not have reached the server before the connection died is simply sent again.
 /// </summary>
-internal sealed class SourceConnection : IAsyncDisposable
+internal sealed class ReconnectingClient : IAsyncDisposable
 {
     private readonly Func<CancellationToken, Task<NbdClient>> _connect;
     private readonly int _maxAttempts;
@@ -23,7 +25,7 @@ internal sealed class SourceConnection : IAsyncDisposable
     private int _failuresSinceProgress;
     private int _reconnects;
 
-    private SourceConnection(NbdClient client, Func<CancellationToken, Task<NbdClient>> connect, int maxAttempts, TimeProvider time, Action<int, Exception>? onReconnect)
+    private ReconnectingClient(NbdClient client, Func<CancellationToken, Task<NbdClient>> connect, int maxAttempts, TimeProvider time, Action<int, Exception>? onReconnect)
     {
         _client = client;
         _connect = connect;
@@ -48,15 +50,46 @@ internal sealed class SourceConnection : IAsyncDisposable
     public int Reconnects => Volatile.Read(ref _reconnects);
 
     /// <summary>Opens the first connection.</summary>
-    public static async Task<SourceConnection> OpenAsync(Func<CancellationToken, Task<NbdClient>> connect, int maxAttempts, TimeProvider time, Action<int, Exception>? onReconnect, CancellationToken cancellationToken)
+    public static async Task<ReconnectingClient> OpenAsync(Func<CancellationToken, Task<NbdClient>> connect, int maxAttempts, TimeProvider time, Action<int, Exception>? onReconnect, CancellationToken cancellationToken)
     {
         var client = await connect(cancellationToken);
-        return new SourceConnection(client, connect, maxAttempts, time, onReconnect);
+        return new ReconnectingClient(client, connect, maxAttempts, time, onReconnect);
     }
 
     /// <summary>Whether an error means the connection is dead (the request may succeed on a new one).</summary>
     public static bool IsConnectionFailure(Exception error) =>
         error is NbdConnectionException or NbdTimeoutException or NbdProtocolException or IOException or SocketException or ObjectDisposedException;
+
+    /// <summary>
+    /// Runs one operation on the current client; when the connection dies it is re-opened and the operation sent again,
+    /// at most <c>maxAttempts</c> times for this operation and in a row. A per-request error (such as EIO) is not a
+    /// connection failure: it propagates at once, never retried.
+    /// </summary>
+    /// <exception cref="ConnectionLostException">The reconnect budget is spent; carries the last failure.</exception>
+    public async Task<T> RunAsync<T>(Func<NbdClient, CancellationToken, Task<T>> operation, CancellationToken cancellationToken)
+    {
+        var retries = 0;
+        while (true)
+        {
+            var (client, generation) = Current;
+            try
+            {
+                var result = await operation(client, cancellationToken);
+                Succeeded();
+                return result;
+            }
+            catch (Exception e) when (IsConnectionFailure(e) && !cancellationToken.IsCancellationRequested)
+            {
+                // Bounded twice: per operation (a range that always kills the connection), and per connection
+                // (reconnects without any request succeeding in between).
+                var last = ++retries > _maxAttempts ? e : await ReconnectAsync(generation, e, cancellationToken);
+                if (last is not null)
+                {
+                    throw new ConnectionLostException(_maxAttempts, last);
+                }
+            }
+        }
+    }
 
     /// <summary>Records a successful request: the reconnect budget is full again.</summary>
     public void Succeeded()
@@ -136,4 +169,14 @@ internal sealed class SourceConnection : IAsyncDisposable
             // The connection was dead already.
         }
     }
+}
+
+/// <summary>A connection that kept dying: the reconnect budget is spent. The inner exception is the last failure.
+/// Never leaves the assembly: the pipelines turn it into their typed errors naming disk and offset.</summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1064:Exceptions should be public", Justification = "Internal signal, always mapped to SourceReadException or TargetWriteException before it leaves a pipeline.")]
+internal sealed class ConnectionLostException(int attempts, Exception last)
+    : Exception($"{attempts} reconnect(s) did not help: {last.Message}", last)
+{
+    /// <summary>The reconnects allowed.</summary>
+    public int Attempts { get; } = attempts;
 }

@@ -137,10 +137,10 @@ public sealed partial class BackupPipeline
             clientOptions.MetaContexts.Add(dirtyContext);
         }
 
-        SourceConnection connection;
+        ReconnectingClient connection;
         try
         {
-            connection = await SourceConnection.OpenAsync(
+            connection = await ReconnectingClient.OpenAsync(
                 ct => NbdClient.ConnectAsync(source.Endpoint, clientOptions, ct),
                 _options.ReconnectAttempts,
                 _time,
@@ -191,7 +191,7 @@ public sealed partial class BackupPipeline
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 
-    private async Task<ReadPlan> PlanAsync(SourceConnection connection, string disk, DiskWriter writer, string? dirtyContext, CancellationToken cancellationToken)
+    private async Task<ReadPlan> PlanAsync(ReconnectingClient connection, string disk, DiskWriter writer, string? dirtyContext, CancellationToken cancellationToken)
     {
         var size = writer.Request.VirtualSize;
         var maps = await WithReconnectAsync(
@@ -224,7 +224,7 @@ public sealed partial class BackupPipeline
         return ReadPlanner.Plan(size, writer.ChunkSize, allocation, dirty, refresh, writer.HasParentChunk, _options.PatchChangedBelow);
     }
 
-    private async Task<long> ReadAllAsync(SourceConnection connection, string disk, DiskWriter writer, ReadPlan plan, ProgressReporter reporter, CancellationToken cancellationToken)
+    private async Task<long> ReadAllAsync(ReconnectingClient connection, string disk, DiskWriter writer, ReadPlan plan, ProgressReporter reporter, CancellationToken cancellationToken)
     {
         var reads = plan.Reads;
         if (reads.Count == 0)
@@ -368,36 +368,20 @@ public sealed partial class BackupPipeline
 
     // Runs one NBD operation; a dead connection is re-opened and the operation retried (F23); a server error on the
     // request fails the disk naming the offset, never retried and never zero-filled (F26).
-    private async Task<T> WithReconnectAsync<T>(SourceConnection connection, string disk, long offset, Func<NbdClient, CancellationToken, Task<T>> operation, CancellationToken cancellationToken)
+    private static async Task<T> WithReconnectAsync<T>(ReconnectingClient connection, string disk, long offset, Func<NbdClient, CancellationToken, Task<T>> operation, CancellationToken cancellationToken)
     {
-        var retries = 0;
-        while (true)
+        try
         {
-            var (client, generation) = connection.Current;
-            try
-            {
-                var result = await operation(client, cancellationToken);
-                connection.Succeeded();
-                return result;
-            }
-            catch (NbdRequestException e)
-            {
-                var at = e.ErrorOffset is { } exact ? (long)exact : (long)e.Offset;
-                throw new SourceReadException(Invariant($"Disk {disk}: reading the source failed at offset {at} (chunk at {offset}): {e.Message}"), e) { Disk = disk, Offset = at };
-            }
-            catch (Exception e) when (SourceConnection.IsConnectionFailure(e) && !cancellationToken.IsCancellationRequested)
-            {
-                // Bounded twice: per operation (a range that always kills the connection), and per connection
-                // (reconnects without any request succeeding in between).
-                var last = ++retries > _options.ReconnectAttempts ? e : await connection.ReconnectAsync(generation, e, cancellationToken);
-                if (last is not null)
-                {
-                    throw new SourceReadException(
-                        Invariant($"Disk {disk}: the NBD connection failed at offset {offset} and {_options.ReconnectAttempts} reconnect(s) did not help: {last.Message}"),
-                        last)
-                    { Disk = disk, Offset = offset };
-                }
-            }
+            return await connection.RunAsync(operation, cancellationToken);
+        }
+        catch (NbdRequestException e)
+        {
+            var at = e.ErrorOffset is { } exact ? (long)exact : (long)e.Offset;
+            throw new SourceReadException(Invariant($"Disk {disk}: reading the source failed at offset {at} (chunk at {offset}): {e.Message}"), e) { Disk = disk, Offset = at };
+        }
+        catch (ConnectionLostException e)
+        {
+            throw new SourceReadException(Invariant($"Disk {disk}: the NBD connection failed at offset {offset} and {e.Message}"), e.InnerException) { Disk = disk, Offset = offset };
         }
     }
 

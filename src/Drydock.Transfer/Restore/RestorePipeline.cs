@@ -48,6 +48,10 @@ public sealed class RestorePipelineOptions
     /// <summary>Timeout of one NBD request. Default 60 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>How often a dropped connection to an NBD target is re-opened before the disk fails (F23); the chunks in
+    /// flight are written again (a write of a chunk's fixed content is idempotent). Default 3.</summary>
+    public int ReconnectAttempts { get; set; } = 3;
+
     /// <summary>How often progress is reported at most. Default 250 ms.</summary>
     public TimeSpan ProgressInterval { get; set; } = TimeSpan.FromMilliseconds(250);
 }
@@ -72,6 +76,9 @@ public sealed record DiskRestoreResult
 
     /// <summary>Bytes of the target read to compare (changed-only).</summary>
     public long BytesCompared { get; init; }
+
+    /// <summary>Connections to an NBD target re-opened after a drop.</summary>
+    public int Reconnects { get; init; }
 
     /// <summary>Wall time.</summary>
     public required TimeSpan Elapsed { get; init; }
@@ -101,6 +108,7 @@ public sealed partial class RestorePipeline
         _options = options ?? new RestorePipelineOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.Connections, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.Parallelism, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.ReconnectAttempts, nameof(options));
         _time = timeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
     }
@@ -202,18 +210,24 @@ public sealed partial class RestorePipeline
     {
         var disk = source.Disk.Name;
         reporter.Enter(TransferPhase.Planning);
-        NbdClient client;
+        ReconnectingClient connection;
         try
         {
-            client = await connect(cancellationToken);
+            connection = await ReconnectingClient.OpenAsync(
+                connect,
+                _options.ReconnectAttempts,
+                _time,
+                (attempt, cause) => LogReconnecting(_logger, disk, attempt, _options.ReconnectAttempts, cause.Message),
+                cancellationToken);
         }
         catch (NbdException e)
         {
             throw new TargetWriteException($"Disk {disk}: cannot open the restore target {target}: {e.Message}", e) { Disk = disk };
         }
 
-        await using (client)
+        await using (connection)
         {
+            var client = connection.Current.Client;
             if (client.Export.IsReadOnly)
             {
                 throw new TransferRequestException($"Disk {disk}: the restore target {target} is read-only") { Disk = disk };
@@ -227,18 +241,21 @@ public sealed partial class RestorePipeline
             IReadOnlyList<NbdExtent>? zeroMap = null;
             if (mode == RestoreWriteMode.ChangedOnly && client.HasContext(NbdContexts.BaseAllocation) && source.Size > 0)
             {
-                var maps = await TargetOpAsync(disk, 0, () => client.MapAsync([NbdContexts.BaseAllocation], cancellationToken: cancellationToken));
+                var maps = await TargetOpAsync(disk, 0, () => connection.RunAsync((c, ct) => c.MapAsync([NbdContexts.BaseAllocation], cancellationToken: ct), cancellationToken));
                 zeroMap = maps[NbdContexts.BaseAllocation];
             }
 
-            var result = await RestoreChunksAsync(source, new NbdTarget(client), mode, zeroMap, reporter, cancellationToken);
+            var result = await RestoreChunksAsync(source, new NbdTarget(connection), mode, zeroMap, reporter, cancellationToken);
             reporter.Enter(TransferPhase.Finishing);
             if (client.Export.Has(NbdTransmissionFlags.SendFlush))
             {
-                await TargetOpAsync(disk, 0, () => client.FlushAsync(cancellationToken));
+                // A flush on a re-opened connection covers the writes the server completed on the old one as well.
+                await TargetOpAsync(disk, 0, () => connection.RunAsync(async (c, ct) => { await c.FlushAsync(ct); return true; }, cancellationToken));
             }
 
-            await TargetOpAsync(disk, 0, () => client.DisconnectAsync(cancellationToken));
+            result = result with { Reconnects = connection.Reconnects };
+
+            await TargetOpAsync(disk, 0, () => connection.Current.Client.DisconnectAsync(cancellationToken));
             reporter.Enter(TransferPhase.Done);
             result = result with { Elapsed = reporter.Elapsed };
             LogRestored(_logger, disk, target, mode, result.ChunksWritten, result.ChunksZeroed, result.ChunksSkipped);
@@ -556,7 +573,7 @@ public sealed partial class RestorePipeline
         {
             await operation();
         }
-        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException or ConnectionLostException)
         {
             throw new TargetWriteException(Invariant($"Disk {disk}: the restore target failed at offset {offset}: {e.Message}"), e) { Disk = disk, Offset = offset };
         }
@@ -568,11 +585,14 @@ public sealed partial class RestorePipeline
         {
             return await operation();
         }
-        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is NbdException or IOException or UnauthorizedAccessException or ConnectionLostException)
         {
             throw new TargetWriteException(Invariant($"Disk {disk}: the restore target failed at offset {offset}: {e.Message}"), e) { Disk = disk, Offset = offset };
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk {Disk}: NBD connection to the restore target lost, reconnecting (attempt {Attempt} of {MaxAttempts}): {Reason}")]
+    private static partial void LogReconnecting(ILogger logger, string disk, int attempt, int maxAttempts, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Disk {Disk}: restored to {Target} ({Mode}): {ChunksWritten} chunks written, {ChunksZeroed} zeroed, {ChunksSkipped} skipped")]
     private static partial void LogRestored(ILogger logger, string disk, NbdUri target, RestoreWriteMode mode, long chunksWritten, long chunksZeroed, long chunksSkipped);

@@ -18,16 +18,16 @@ internal interface IRestoreTarget
     Task ZeroAsync(long offset, Memory<byte> scratch, CancellationToken cancellationToken);
 }
 
-/// <summary>An NBD export.</summary>
-internal sealed class NbdTarget(NbdClient client) : IRestoreTarget
+/// <summary>An NBD export, through a connection that is re-opened when it drops (every operation is idempotent).</summary>
+internal sealed class NbdTarget(ReconnectingClient connection) : IRestoreTarget
 {
     private volatile bool _noWriteZeroes;
 
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
-        client.ReadAsync((ulong)offset, buffer, cancellationToken);
+        connection.RunAsync(async (client, ct) => { await client.ReadAsync((ulong)offset, buffer, ct); return true; }, cancellationToken);
 
     public Task WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
-        client.WriteAsync((ulong)offset, data, cancellationToken: cancellationToken);
+        connection.RunAsync(async (client, ct) => { await client.WriteAsync((ulong)offset, data, cancellationToken: ct); return true; }, cancellationToken);
 
     public async Task ZeroAsync(long offset, Memory<byte> scratch, CancellationToken cancellationToken)
     {
@@ -36,7 +36,7 @@ internal sealed class NbdTarget(NbdClient client) : IRestoreTarget
             try
             {
                 // Holes allowed: the target stays sparse where it can.
-                await client.WriteZeroesAsync((ulong)offset, (ulong)scratch.Length, NbdZeroOptions.None, cancellationToken);
+                await connection.RunAsync(async (client, ct) => { await client.WriteZeroesAsync((ulong)offset, (ulong)scratch.Length, NbdZeroOptions.None, ct); return true; }, cancellationToken);
                 return;
             }
             catch (NotSupportedException)
@@ -46,7 +46,7 @@ internal sealed class NbdTarget(NbdClient client) : IRestoreTarget
         }
 
         scratch.Span.Clear();
-        await client.WriteAsync((ulong)offset, scratch, cancellationToken: cancellationToken);
+        await WriteAsync(offset, scratch, cancellationToken);
     }
 }
 

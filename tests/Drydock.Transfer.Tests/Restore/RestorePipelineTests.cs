@@ -128,6 +128,43 @@ public sealed class RestorePipelineTests
     }
 
     [Fact]
+    public async Task A_dropped_target_connection_is_reopened_and_the_restore_completes_byte_exact()
+    {
+        // F23 on the write side: a write that is never answered (request timeout) and a write whose connection is reset;
+        // the chunks in flight are written again on a new connection.
+        await using var h = await BackedUpAsync();
+        var target = AddTarget(h);
+        h.Plan.Add(NbdRequestFault.Reply(NbdReplyFault.NoReply, NbdCommand.Write) with { Count = 1, RangeOffset = 9 * ChunkSize, RangeLength = ChunkSize });
+        h.Plan.Add(NbdRequestFault.Reply(NbdReplyFault.NoReply, NbdCommand.Write) with { Count = 1, RangeOffset = 20 * ChunkSize, RangeLength = ChunkSize });
+
+        var result = await Pipeline(o => o.RequestTimeout = TimeSpan.FromSeconds(1)).ToNbdAsync(
+            await h.OpenAsync(1), h.Server.GetUnixUri("target"), RestoreWriteMode.FreshTarget, cancellationToken: Ct);
+
+        Assert.Equal(2, h.Plan.Fired);
+        Assert.True(result.Reconnects >= 1, $"reconnects: {result.Reconnects}");
+        Assert.Equal(await h.ContentAsync(), await ContentAsync(target));
+    }
+
+    [Fact]
+    public async Task A_target_that_keeps_dropping_the_connection_fails_naming_the_offset_after_the_reconnect_budget()
+    {
+        await using var h = await BackedUpAsync();
+        AddTarget(h);
+        h.Plan.Add(NbdRequestFault.Reply(NbdReplyFault.NoReply, NbdCommand.Write) with { RangeOffset = 9 * ChunkSize, RangeLength = ChunkSize });
+
+        var source = await h.OpenAsync(1);
+        var error = await Assert.ThrowsAsync<TargetWriteException>(() => Pipeline(o =>
+        {
+            o.RequestTimeout = TimeSpan.FromMilliseconds(500);
+            o.ReconnectAttempts = 2;
+        }).ToNbdAsync(source, h.Server.GetUnixUri("target"), RestoreWriteMode.FreshTarget, cancellationToken: Ct));
+
+        Assert.Equal("vda", error.Disk);
+        Assert.Equal(9 * ChunkSize, error.Offset);
+        Assert.Contains("2 reconnect(s) did not help", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_target_of_another_size_is_refused_naming_both_sizes()
     {
         await using var h = await BackedUpAsync();
