@@ -91,6 +91,17 @@ internal sealed class ReconnectingClient : IAsyncDisposable
         }
     }
 
+    /// <summary>Runs one operation without a result, as <see cref="RunAsync{T}"/> does.</summary>
+    /// <exception cref="ConnectionLostException">The reconnect budget is spent; carries the last failure.</exception>
+    public Task RunAsync(Func<NbdClient, CancellationToken, Task> operation, CancellationToken cancellationToken) =>
+        RunAsync(
+            async (client, ct) =>
+            {
+                await operation(client, ct);
+                return true;
+            },
+            cancellationToken);
+
     /// <summary>Records a successful request: the reconnect budget is full again.</summary>
     public void Succeeded()
     {

@@ -250,7 +250,7 @@ public sealed partial class RestorePipeline
             if (client.Export.Has(NbdTransmissionFlags.SendFlush))
             {
                 // A flush on a re-opened connection covers the writes the server completed on the old one as well.
-                await TargetOpAsync(disk, 0, () => connection.RunAsync(async (c, ct) => { await c.FlushAsync(ct); return true; }, cancellationToken));
+                await TargetOpAsync(disk, 0, () => connection.RunAsync((c, ct) => c.FlushAsync(ct), cancellationToken));
             }
 
             result = result with { Reconnects = connection.Reconnects };

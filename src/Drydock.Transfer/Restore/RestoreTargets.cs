@@ -24,10 +24,10 @@ internal sealed class NbdTarget(ReconnectingClient connection) : IRestoreTarget
     private volatile bool _noWriteZeroes;
 
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
-        connection.RunAsync(async (client, ct) => { await client.ReadAsync((ulong)offset, buffer, ct); return true; }, cancellationToken);
+        connection.RunAsync((client, ct) => client.ReadAsync((ulong)offset, buffer, ct), cancellationToken);
 
     public Task WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
-        connection.RunAsync(async (client, ct) => { await client.WriteAsync((ulong)offset, data, cancellationToken: ct); return true; }, cancellationToken);
+        connection.RunAsync((client, ct) => client.WriteAsync((ulong)offset, data, cancellationToken: ct), cancellationToken);
 
     public async Task ZeroAsync(long offset, Memory<byte> scratch, CancellationToken cancellationToken)
     {
@@ -36,7 +36,7 @@ internal sealed class NbdTarget(ReconnectingClient connection) : IRestoreTarget
             try
             {
                 // Holes allowed: the target stays sparse where it can.
-                await connection.RunAsync(async (client, ct) => { await client.WriteZeroesAsync((ulong)offset, (ulong)scratch.Length, NbdZeroOptions.None, ct); return true; }, cancellationToken);
+                await connection.RunAsync((client, ct) => client.WriteZeroesAsync((ulong)offset, (ulong)scratch.Length, NbdZeroOptions.None, ct), cancellationToken);
                 return;
             }
             catch (NotSupportedException)
