@@ -111,17 +111,7 @@ public sealed class DiskWriter
         Claim(chunkIndex, data.Length);
         var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, data.Length));
         data.Span.CopyTo(buffer);
-        Interlocked.Increment(ref _submitted);
-        Interlocked.Add(ref _bytesSubmitted, data.Length);
-        try
-        {
-            await _session.EnqueueAsync(new ChunkWork(this, chunkIndex, buffer, data.Length), cancellationToken);
-        }
-        catch
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-            throw;
-        }
+        await EnqueueClaimedAsync(chunkIndex, buffer, data.Length, cancellationToken);
     }
 
     /// <summary>Queues a chunk whose bytes are in an array rented from <see cref="ArrayPool{T}.Shared"/>, without copying
@@ -151,15 +141,22 @@ public sealed class DiskWriter
             throw;
         }
 
+        await EnqueueClaimedAsync(chunkIndex, rented, length, cancellationToken);
+    }
+
+    // Counts a claimed chunk and hands its pooled buffer to the pipeline, which returns it to the pool once stored; on a
+    // failure to enqueue the buffer goes back here.
+    private async ValueTask EnqueueClaimedAsync(long chunkIndex, byte[] buffer, int length, CancellationToken cancellationToken)
+    {
         Interlocked.Increment(ref _submitted);
         Interlocked.Add(ref _bytesSubmitted, length);
         try
         {
-            await _session.EnqueueAsync(new ChunkWork(this, chunkIndex, rented, length), cancellationToken);
+            await _session.EnqueueAsync(new ChunkWork(this, chunkIndex, buffer, length), cancellationToken);
         }
         catch
         {
-            ArrayPool<byte>.Shared.Return(rented);
+            ArrayPool<byte>.Shared.Return(buffer);
             throw;
         }
     }
