@@ -113,20 +113,7 @@ internal static partial class NativeMethods
         try
         {
             handle.DangerousAddRef(ref added);
-            var fd = (int)handle.DangerousGetHandle();
-            while (true)
-            {
-                if (FSync(fd) == 0)
-                {
-                    return 0;
-                }
-
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno != EIntr)
-                {
-                    return errno;
-                }
-            }
+            return FSyncRetrying((int)handle.DangerousGetHandle());
         }
         finally
         {
