@@ -228,7 +228,7 @@ public sealed class SimDomain
     /// <param name="format">qcow2 (checkpoints) or raw.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The disk.</returns>
-    public async Task<SimDisk> AttachDiskAsync(string target, ulong size, string format = DiskFormats.Qcow2, CancellationToken cancellationToken = default)
+    public Task<SimDisk> AttachDiskAsync(string target, ulong size, string format = DiskFormats.Qcow2, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(target);
         if (size == 0 || size % 512 != 0 || format is not (DiskFormats.Qcow2 or DiskFormats.Raw))
@@ -236,30 +236,27 @@ public sealed class SimDomain
             throw new ArgumentException($"Disk '{target}': size must be a positive multiple of 512 and the format qcow2 or raw.", nameof(size));
         }
 
-        await Host.Lock.WaitAsync(cancellationToken);
-        try
-        {
-            if (_disks.Any(d => d.Target == target))
+        return LockedAsync(
+            () =>
             {
-                throw new ArgumentException($"Domain '{Name}' already has a disk '{target}'.", nameof(target));
-            }
+                if (_disks.Any(d => d.Target == target))
+                {
+                    throw new ArgumentException($"Domain '{Name}' already has a disk '{target}'.", nameof(target));
+                }
 
-            RequireNoCapture();
-            var identity = Host.Fleet.NewIdentity();
-            var disk = new SimDisk(this, target, format, Host.Fleet.CreateStorage(identity, size), identity);
-            _disks.Add(disk);
-            if (State is DomainState.Running or DomainState.Paused)
-            {
-                AddGuestExport(disk);
-            }
+                RequireNoCapture();
+                var identity = Host.Fleet.NewIdentity();
+                var disk = new SimDisk(this, target, format, Host.Fleet.CreateStorage(identity, size), identity);
+                _disks.Add(disk);
+                if (State is DomainState.Running or DomainState.Paused)
+                {
+                    AddGuestExport(disk);
+                }
 
-            Host.Publish(this, DomainEventKind.DiskChanged, "attached", target);
-            return disk;
-        }
-        finally
-        {
-            Host.Lock.Release();
-        }
+                Host.Publish(this, DomainEventKind.DiskChanged, "attached", target);
+                return disk;
+            },
+            cancellationToken);
     }
 
     /// <summary>Hot-unplugs a disk (F11) and deletes its image; its bitmaps go with it.</summary>
@@ -268,32 +265,30 @@ public sealed class SimDomain
     /// <returns>A task.</returns>
     public async Task DetachDiskAsync(string target, CancellationToken cancellationToken = default)
     {
-        await Host.Lock.WaitAsync(cancellationToken);
-        try
-        {
-            var disk = Disk(target);
-            RequireNoCapture();
-            var name = GuestExportName(target);
-            foreach (var (export, backend) in _guestExports.Where(e => e.Export == name).ToList())
+        var storage = await LockedAsync(
+            () =>
             {
-                Host.Server.RemoveExport(export);
-                backend.Close();
-                _guestExports.Remove((export, backend));
-            }
+                var disk = Disk(target);
+                RequireNoCapture();
+                var name = GuestExportName(target);
+                foreach (var (export, backend) in _guestExports.Where(e => e.Export == name).ToList())
+                {
+                    Host.Server.RemoveExport(export);
+                    backend.Close();
+                    _guestExports.Remove((export, backend));
+                }
 
-            _disks.Remove(disk);
-            var storage = disk.Storage;
-            await storage.DisposeAsync();
-            if (storage is NbdFileBackend file)
-            {
-                File.Delete(file.Path);
-            }
+                _disks.Remove(disk);
+                Host.Publish(this, DomainEventKind.DiskChanged, "detached", target);
+                return disk.Storage;
+            },
+            cancellationToken);
 
-            Host.Publish(this, DomainEventKind.DiskChanged, "detached", target);
-        }
-        finally
+        // Nothing reaches the disk any more: its image is closed and deleted outside the host's lock.
+        await storage.DisposeAsync();
+        if (storage is NbdFileBackend file)
         {
-            Host.Lock.Release();
+            File.Delete(file.Path);
         }
     }
 
