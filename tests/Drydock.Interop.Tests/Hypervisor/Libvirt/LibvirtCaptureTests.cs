@@ -116,20 +116,23 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
         await LibvirtTestSupport.AssertCleanAsync(fixture, domain, [], ct);
     }
 
+    // TCP exports on one free loopback port: a second capture would find none while one runs.
+    private LibvirtDriverOptions TcpOptions() => new()
+    {
+        SocketDirectory = fixture.SocketDirectory,
+        ScratchDirectory = fixture.ScratchDirectory,
+        ExportTransport = LibvirtExportTransport.Tcp,
+        TcpHost = "127.0.0.1",
+        TcpPortStart = TestKit.Readiness.FreeTcpPort(),
+        TcpPortCount = 1,
+    };
+
     [Fact]
     public async Task Tcp_transport_serves_the_capture_on_a_loopback_port()
     {
         var ct = TestContext.Current.CancellationToken;
         await using var domain = await fixture.CreateDomainAsync(cancellationToken: ct);
-        await using var driver = await LibvirtDriver.ConnectAsync(new LibvirtDriverOptions
-        {
-            SocketDirectory = fixture.SocketDirectory,
-            ScratchDirectory = fixture.ScratchDirectory,
-            ExportTransport = LibvirtExportTransport.Tcp,
-            TcpHost = "127.0.0.1",
-            TcpPortStart = TestKit.Readiness.FreeTcpPort(),
-            TcpPortCount = 1,
-        }, cancellationToken: ct);
+        await using var driver = await LibvirtDriver.ConnectAsync(TcpOptions(), cancellationToken: ct);
         await domain.WriteAsync("vdb", 0, 1 * MiB, 0x5c, ct);
 
         var capture = await driver.BeginCaptureAsync(CaptureRequest.Full(domain.Uuid, ["vdb"]), ct);
@@ -153,17 +156,10 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
     {
         var ct = TestContext.Current.CancellationToken;
         await using var domain = await fixture.CreateDomainAsync(cancellationToken: ct);
-        await using var driver = await LibvirtDriver.ConnectAsync(new LibvirtDriverOptions
-        {
-            SocketDirectory = fixture.SocketDirectory,
-            ScratchDirectory = fixture.ScratchDirectory,
-            ExportTransport = LibvirtExportTransport.Tcp,
-            TcpHost = "127.0.0.1",
-            TcpPortStart = TestKit.Readiness.FreeTcpPort(),
-            TcpPortCount = 1,
-            TcpTls = true,
-            TlsClientCertificatesDirectory = fixture.BackupTls.ClientCertificatesDirectory,
-        }, cancellationToken: ct);
+        var options = TcpOptions();
+        options.TcpTls = true;
+        options.TlsClientCertificatesDirectory = fixture.BackupTls.ClientCertificatesDirectory;
+        await using var driver = await LibvirtDriver.ConnectAsync(options, cancellationToken: ct);
         await domain.WriteAsync("vdb", 0, 2 * MiB, 0x6d, ct);
         Assert.Empty(await TlsCredentialObjectsAsync(domain, ct));
 
