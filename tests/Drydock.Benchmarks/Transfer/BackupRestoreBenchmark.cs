@@ -113,25 +113,27 @@ internal sealed class BackupRestoreBenchmark(long size, int runs, string work, T
             cancellationToken: cancellationToken);
         var cpu = Process.GetCurrentProcess().TotalProcessorTime;
         var clock = Stopwatch.StartNew();
-        DiskBackupResult result;
-        await using (var point = await repository.BeginPointAsync(new PointRequest { DomainId = Domain, DomainName = "bench", WriterId = "bench" }, cancellationToken))
-        {
-            var writer = await point.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "bench-vda", VirtualSize = size, Level = DiskBackupLevel.Full }, cancellationToken);
-            var capture = new CaptureDisk
-            {
-                Target = "vda",
-                Endpoint = endpoint,
-                VirtualSize = (ulong)size,
-                Identity = "bench-vda",
-                FullReason = FullReadReason.NotRequested,
-            };
-            result = await new BackupPipeline().RunAsync(capture, writer, cancellationToken: cancellationToken);
-            await point.CommitAsync(cancellationToken);
-        }
-
+        var (result, _) = await FullBackupAsync(repository, Domain, endpoint, size, "bench", cancellationToken);
         var sample = new Sample(clock.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
         var stored = inMemory ? 0 : Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         return new BackupSample(sample, result, stored);
+    }
+
+    /// <summary>A full backup of disk vda of <paramref name="endpoint"/> with the default pipeline, committed as a new point.</summary>
+    internal static async Task<(DiskBackupResult Result, PointManifest Manifest)> FullBackupAsync(BackupRepository repository, Guid domain, NbdUri endpoint, long size, string name, CancellationToken cancellationToken)
+    {
+        await using var point = await repository.BeginPointAsync(new PointRequest { DomainId = domain, DomainName = name, WriterId = name }, cancellationToken);
+        var writer = await point.AddDiskAsync(new DiskRequest { Name = "vda", Identity = name + "-vda", VirtualSize = size, Level = DiskBackupLevel.Full }, cancellationToken);
+        var capture = new CaptureDisk
+        {
+            Target = "vda",
+            Endpoint = endpoint,
+            VirtualSize = (ulong)size,
+            Identity = name + "-vda",
+            FullReason = FullReadReason.NotRequested,
+        };
+        var result = await new BackupPipeline().RunAsync(capture, writer, cancellationToken: cancellationToken);
+        return (result, await point.CommitAsync(cancellationToken));
     }
 
     private async Task<Row> CompareRestoreAsync(string name, string image, string repository, DiskImageFormat format, CancellationToken cancellationToken)

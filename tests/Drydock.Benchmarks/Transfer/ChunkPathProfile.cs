@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
-using Drydock.Hypervisor;
 using Drydock.Nbd;
 using Drydock.Nbd.Client;
 using Drydock.Repository;
@@ -153,18 +152,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
     private static async Task<string> BackupAsync(NbdUri endpoint, long size, IBlobStore store, CancellationToken cancellationToken)
     {
         using var repository = await InitAsync(store, cancellationToken);
-        await using var point = await repository.BeginPointAsync(new PointRequest { DomainId = Domain, DomainName = "profile", WriterId = "profile" }, cancellationToken);
-        var writer = await point.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "profile-vda", VirtualSize = size, Level = DiskBackupLevel.Full }, cancellationToken);
-        var capture = new CaptureDisk
-        {
-            Target = "vda",
-            Endpoint = endpoint,
-            VirtualSize = (ulong)size,
-            Identity = "profile-vda",
-            FullReason = FullReadReason.NotRequested,
-        };
-        var result = await new BackupPipeline().RunAsync(capture, writer, cancellationToken: cancellationToken);
-        var manifest = await point.CommitAsync(cancellationToken);
+        var (result, manifest) = await BackupRestoreBenchmark.FullBackupAsync(repository, Domain, endpoint, size, "profile", cancellationToken);
         var stats = manifest.Disks[0].Stats;
         return string.Create(CultureInfo.InvariantCulture, $"{result.ChunksRead} read, {stats.UploadedChunks} uploaded, {stats.ZeroChunks} zero, {stats.BytesUploaded / (double)size:0.000} stored");
     }
