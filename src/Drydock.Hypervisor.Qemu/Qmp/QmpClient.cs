@@ -19,7 +19,9 @@ public sealed partial class QmpClient : IAsyncDisposable
     private readonly Socket _socket;
     private readonly QmpClientOptions _options;
     private readonly ILogger _logger;
+#pragma warning disable CA2213 // Not disposed on purpose: see DisposeAsync.
     private readonly SemaphoreSlim _writeLock = new(1, 1);
+#pragma warning restore CA2213
     private readonly ConcurrentDictionary<string, TaskCompletionSource<QmpMessage>> _pending = new(StringComparer.Ordinal);
     private readonly Lock _subscriptionLock = new();
     private readonly List<QmpEventSubscription> _subscriptions = [];
@@ -75,7 +77,7 @@ public sealed partial class QmpClient : IAsyncDisposable
                     await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), linked.Token);
                     break;
                 }
-                catch (SocketException ex) when (IsBacklogFull(ex))
+                catch (SocketException ex) when (IsBacklogFull(ex) && File.Exists(socketPath))
                 {
                     // The monitor's listen backlog is full (another client is being accepted): try again shortly,
                     // within the connect timeout.
@@ -152,6 +154,11 @@ public sealed partial class QmpClient : IAsyncDisposable
             {
                 throw new QmpConnectionException($"Sending QMP command '{command}' to {Endpoint} failed: {ex.Message}", ex);
             }
+            catch (ObjectDisposedException) when (Volatile.Read(ref _disposed) != 0)
+            {
+                // Disposed while sending (e.g. the monitor task saw the instance end): the connection is closed.
+                throw ClosedError(command);
+            }
             finally
             {
                 _writeLock.Release();
@@ -222,7 +229,8 @@ public sealed partial class QmpClient : IAsyncDisposable
             await _readLoop;
         }
 
-        _writeLock.Dispose();
+        // _writeLock is deliberately not disposed: a command racing with disposal may still wait on or release it, and
+        // a SemaphoreSlim whose AvailableWaitHandle is never used holds nothing that needs disposing.
     }
 
     internal void Unsubscribe(QmpEventSubscription subscription)
@@ -233,6 +241,7 @@ public sealed partial class QmpClient : IAsyncDisposable
         }
     }
 
+    // .NET reports a missing socket file (ENOENT) as AddressNotAvailable too, hence the caller's File.Exists check.
     private static bool IsBacklogFull(SocketException ex) =>
         ex.SocketErrorCode is SocketError.TryAgain or SocketError.WouldBlock or SocketError.AddressNotAvailable;
 

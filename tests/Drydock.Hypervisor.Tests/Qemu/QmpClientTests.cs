@@ -74,6 +74,29 @@ public sealed class QmpClientTests
     }
 
     [Fact]
+    public async Task Commands_racing_disposal_fail_as_a_closed_connection_not_as_a_disposed_object()
+    {
+        await using var server = await FakeQmp.StartAsync();
+        var client = await server.ConnectAsync();
+
+        // The server reads nothing, so these large commands fill the socket: one is stuck sending while holding the
+        // write lock, the rest wait for it, when the client is disposed under them.
+        var payload = new string('x', 256 * 1024);
+        var calls = Enumerable.Range(0, 16)
+            .Select(i => Task.Run(() => client.ExecuteAsync("query-" + i, new JsonObject { ["data"] = payload }, Ct), Ct))
+            .ToList();
+        await Task.Delay(TimeSpan.FromMilliseconds(200), Ct);
+        await client.DisposeAsync();
+
+        foreach (var call in calls)
+        {
+            await Assert.ThrowsAsync<QmpConnectionException>(() => call);
+        }
+
+        await Assert.ThrowsAsync<QmpConnectionException>(() => client.ExecuteAsync("query-after", cancellationToken: Ct));
+    }
+
+    [Fact]
     public async Task A_line_that_is_not_qmp_closes_the_connection_as_a_protocol_error()
     {
         await using var server = await FakeQmp.StartAsync();
@@ -101,6 +124,7 @@ public sealed class QmpClientTests
         var path = Path.Combine(Path.GetTempPath(), "drydock-no-qmp-" + Guid.NewGuid().ToString("N")[..8] + ".sock");
         var error = await Assert.ThrowsAsync<QmpConnectionException>(() => QmpClient.ConnectAsync(path, cancellationToken: Ct));
         Assert.Contains(path, error.Message, StringComparison.Ordinal);
+        Assert.Contains("no such socket", error.Message, StringComparison.Ordinal); // at once, not after the connect timeout
     }
 
     /// <summary>A QMP server that does what the test says, one line at a time.</summary>
