@@ -31,8 +31,10 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly byte[] _receive;
     private readonly byte[] _send;
+#pragma warning disable CA2213 // Not disposed on purpose: see DisposeAsync.
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly SemaphoreSlim _slots;
+#pragma warning restore CA2213
     private readonly AsyncByteBudget _budget;
     private readonly Dictionary<ulong, NbdPendingRequest> _pending = [];
     private readonly Lock _lock = new();
@@ -237,8 +239,10 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         await _watchdog.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _shutdown.Dispose();
         _ownedCertificate?.Dispose();
-        _sendLock.Dispose();
-        _slots.Dispose();
+
+        // _sendLock and _slots are deliberately not disposed: requests racing with disposal still wait on and release
+        // them (and then fail as a closed connection); a SemaphoreSlim whose AvailableWaitHandle is never used holds
+        // nothing that needs disposing.
     }
 
     private void ThrowIfUnusable()
