@@ -332,12 +332,7 @@ public sealed class NbdServerRoundTripTests
         _ = abrupt.ReadAsync(0, new byte[512], cancellationToken: Ct);
         await abrupt.DisposeAsync();
 
-        // Polled (with a hang guard), not timed: the server notices each end on its own thread.
-        for (var polls = 0; server.Server.ActiveConnections > 0; polls++)
-        {
-            Assert.True(polls < 1000, $"{server.Server.ActiveConnections} connection(s) still open");
-            await Task.Delay(10, Ct);
-        }
+        await server.WaitForActiveConnectionsAsync(0);
 
         Assert.Equal(4, server.Server.TotalConnections);
     }

@@ -38,6 +38,23 @@ public sealed class TestServer : IAsyncDisposable
 
     public NbdExport Disk => Server.FindExport("disk")!;
 
+    /// <summary>
+    /// Waits until the server counts <paramref name="expected"/> open connections: polled (with a hang guard), not timed,
+    /// since the server notices each end on its own thread, possibly after the client has seen the socket close.
+    /// </summary>
+    public async Task WaitForActiveConnectionsAsync(int expected)
+    {
+        for (var polls = 0; Server.ActiveConnections != expected; polls++)
+        {
+            if (polls >= 1000)
+            {
+                throw new TimeoutException($"{Server.ActiveConnections} connection(s) open, expected {expected}");
+            }
+
+            await Task.Delay(10, TestCancellation.Ct);
+        }
+    }
+
     public static TestServer Start(Action<NbdServerOptions>? configure = null, ulong size = DefaultSize, bool listen = true)
     {
         var options = new NbdServerOptions { Faults = new NbdFaultPlan() };
