@@ -267,6 +267,16 @@ public static class NbdTools
         };
     }
 
+    /// <summary>
+    /// <c>qemu-img check --output=json -f qcow2 IMAGE</c>: returns qemu-img's exit code (0 clean, 2 corrupt, 3 leaked
+    /// clusters) and its report, so a failing assertion can show what was found.
+    /// </summary>
+    public static async Task<(int ExitCode, string Report)> CheckImageAsync(string image, CancellationToken cancellationToken = default)
+    {
+        var result = await ProcessRunner.RunAsync("qemu-img", ["check", "--output=json", "-f", "qcow2", image], ProcessRunOptions.Default with { ThrowOnNonZeroExit = false }, cancellationToken);
+        return (result.ExitCode, result.StandardOutput + result.StandardError);
+    }
+
     /// <summary><c>qemu-img convert -f IN -O OUT SOURCE DESTINATION</c> (sparse by default).</summary>
     public static Task<ProcessResult> ConvertAsync(string source, string? sourceFormat, string destination, string destinationFormat, CancellationToken cancellationToken = default)
     {

@@ -32,7 +32,7 @@ public enum DiskImageFormat
     /// <summary>A sparse raw file.</summary>
     Raw = 0,
 
-    /// <summary>A qcow2 image (written through qemu-nbd).</summary>
+    /// <summary>A qcow2 image (version 3, 64 KiB clusters), written directly.</summary>
     Qcow2 = 1,
 }
 
@@ -113,9 +113,6 @@ public sealed partial class RestorePipeline
         _logger = logger ?? NullLogger.Instance;
     }
 
-    /// <summary>How long qemu-nbd may take to start listening, and to exit after the last client left. Default 60 s.</summary>
-    internal TimeSpan QemuNbdTimeout { get; init; } = TimeSpan.FromSeconds(60);
-
     /// <summary>Writes a point's disk through an NBD export (the export's size must equal the disk's).</summary>
     /// <param name="source">The point's disk.</param>
     /// <param name="target">A writable export.</param>
@@ -145,7 +142,7 @@ public sealed partial class RestorePipeline
     /// <param name="progress">Progress sink.</param>
     /// <param name="cancellationToken">Cancels the restore; nothing is left behind.</param>
     /// <returns>What was done.</returns>
-    /// <exception cref="TransferRequestException">The path exists, its directory does not, or qemu-img/qemu-nbd are missing (qcow2).</exception>
+    /// <exception cref="TransferRequestException">The path exists or its directory does not.</exception>
     public async Task<DiskRestoreResult> ToFileAsync(DiskReader source, string path, DiskImageFormat format, IProgress<TransferProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);
@@ -169,12 +166,12 @@ public sealed partial class RestorePipeline
 
         var temporary = full + ".partial-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
         var reporter = new ProgressReporter(disk, progress, _time, _options.ProgressInterval);
-        var result = format == DiskImageFormat.Raw
-            ? await ToRawAsync(source, temporary, full, reporter, cancellationToken)
-            : await ToQcow2Async(source, temporary, full, reporter, cancellationToken);
+        var result = await ToImageAsync(source, temporary, full, format, reporter, cancellationToken);
         LogFileRestored(_logger, disk, full, format, result.ChunksWritten, result.BytesWritten);
         return result;
     }
+
+    private static string FormatName(DiskImageFormat format) => format == DiskImageFormat.Raw ? "raw" : "qcow2";
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 
@@ -263,7 +260,7 @@ public sealed partial class RestorePipeline
         }
     }
 
-    private async Task<DiskRestoreResult> ToRawAsync(DiskReader source, string temporary, string final, ProgressReporter reporter, CancellationToken cancellationToken)
+    private async Task<DiskRestoreResult> ToImageAsync(DiskReader source, string temporary, string final, DiskImageFormat format, ProgressReporter reporter, CancellationToken cancellationToken)
     {
         var disk = source.Disk.Name;
         reporter.Enter(TransferPhase.Planning);
@@ -271,14 +268,24 @@ public sealed partial class RestorePipeline
         try
         {
             DiskRestoreResult result;
-
-            // Sized up front: chunks never written stay holes.
             await using (var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 0))
             {
-                file.SetLength(source.Size);
                 using var direct = NativeMethods.TryOpenDirect(temporary);
-                result = await RestoreChunksAsync(source, new FileTarget(file.SafeFileHandle, direct, temporary), RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
-                reporter.Enter(TransferPhase.Finishing);
+                if (format == DiskImageFormat.Raw)
+                {
+                    // Sized up front: chunks never written stay holes.
+                    file.SetLength(source.Size);
+                    result = await RestoreChunksAsync(source, new FileTarget(file.SafeFileHandle, direct, temporary), RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
+                    reporter.Enter(TransferPhase.Finishing);
+                }
+                else
+                {
+                    var image = new Qcow2ImageWriter(file.SafeFileHandle, direct, temporary, source.Size);
+                    result = await RestoreChunksAsync(source, image, RestoreWriteMode.FreshTarget, null, reporter, cancellationToken);
+                    reporter.Enter(TransferPhase.Finishing);
+                    await Task.Run(image.Complete, cancellationToken);
+                }
+
                 await Task.Run(() => file.Flush(flushToDisk: true), cancellationToken);
             }
 
@@ -290,68 +297,13 @@ public sealed partial class RestorePipeline
         }
         catch (IOException e)
         {
-            throw new TargetWriteException($"Disk {disk}: writing the raw image {final} failed: {e.Message}", e) { Disk = disk };
+            throw new TargetWriteException($"Disk {disk}: writing the {FormatName(format)} image {final} failed: {e.Message}", e) { Disk = disk };
         }
         finally
         {
             if (!complete)
             {
                 DeleteQuietly(temporary);
-            }
-        }
-    }
-
-    private async Task<DiskRestoreResult> ToQcow2Async(DiskReader source, string temporary, string final, ProgressReporter reporter, CancellationToken cancellationToken)
-    {
-        var disk = source.Disk.Name;
-        var qemuImg = QemuTools.Find("qemu-img", disk);
-        var qemuNbd = QemuTools.Find("qemu-nbd", disk);
-        var complete = false;
-        var socketDirectory = Directory.CreateTempSubdirectory("drydock-restore-");
-        try
-        {
-            await QemuTools.RunAsync(qemuImg, ["create", "-q", "-f", "qcow2", temporary, source.Size.ToString(CultureInfo.InvariantCulture)], disk, cancellationToken);
-            var socket = Path.Combine(socketDirectory.FullName, "nbd.sock");
-
-            // Not persistent (no -t): qemu-nbd flushes the image and exits when the last of our connections closes,
-            // which is how the restore knows the image is complete. --cache=unsafe skips fsync per FLUSH; the file is
-            // fsynced once below, after qemu-nbd has exited.
-            await using var server = QemuTools.Start(qemuNbd, ["-f", "qcow2", "--cache=unsafe", "-e", "16", "-k", socket, "-x", "restore", temporary], disk);
-            var uri = NbdUri.ForUnixSocket(socket, "restore");
-            var result = await ToNbdCoreAsync(
-                source,
-                uri,
-                ct => server.ConnectWhenListeningAsync(socket, () => NbdClient.ConnectAsync(uri, ClientOptions(RestoreWriteMode.FreshTarget), ct), QemuNbdTimeout, _time, ct),
-                RestoreWriteMode.FreshTarget,
-                reporter,
-                cancellationToken);
-            await server.WaitForExitAsync(QemuNbdTimeout, cancellationToken);
-            await TargetOpAsync(disk, 0, () => Task.Run(
-                () =>
-                {
-                    using var image = new FileStream(temporary, FileMode.Open, FileAccess.ReadWrite, FileShare.None, bufferSize: 0);
-                    image.Flush(flushToDisk: true);
-                },
-                cancellationToken));
-            cancellationToken.ThrowIfCancellationRequested();
-            File.Move(temporary, final, overwrite: false);
-            complete = true;
-            return result;
-        }
-        finally
-        {
-            if (!complete)
-            {
-                DeleteQuietly(temporary);
-            }
-
-            try
-            {
-                socketDirectory.Delete(recursive: true);
-            }
-            catch (IOException)
-            {
-                // Best effort.
             }
         }
     }
@@ -402,7 +354,7 @@ public sealed partial class RestorePipeline
                     if (work.IsEmpty)
                     {
                         // A local file takes O_DIRECT writes straight from this buffer: aligned and pinned, not pooled.
-                        work = target is FileTarget ? FileTarget.AllocateAligned(source.ChunkSize) : buffer = ArrayPool<byte>.Shared.Rent(source.ChunkSize);
+                        work = target.WantsAlignedBuffers ? FileTarget.AllocateAligned(source.ChunkSize) : buffer = ArrayPool<byte>.Shared.Rent(source.ChunkSize);
                     }
 
                     var data = work[..length];

@@ -8,6 +8,9 @@ namespace Drydock.Transfer.Restore;
 /// <summary>Where a restore writes chunks (calls for disjoint ranges may run concurrently).</summary>
 internal interface IRestoreTarget
 {
+    /// <summary>Whether writes should come from buffers aligned for O_DIRECT (see <see cref="FileTarget.AllocateAligned"/>).</summary>
+    bool WantsAlignedBuffers { get; }
+
     /// <summary>Reads the target's current bytes (changed-only restores).</summary>
     Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken);
 
@@ -22,6 +25,8 @@ internal interface IRestoreTarget
 internal sealed class NbdTarget(ReconnectingClient connection) : IRestoreTarget
 {
     private volatile bool _noWriteZeroes;
+
+    public bool WantsAlignedBuffers => false;
 
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
         connection.RunAsync((client, ct) => client.ReadAsync((ulong)offset, buffer, ct), cancellationToken);
@@ -60,6 +65,8 @@ internal sealed class FileTarget(SafeFileHandle handle, SafeFileHandle? direct, 
 {
     private const int EInval = 22;
     private volatile bool _directRefused;
+
+    public bool WantsAlignedBuffers => true;
 
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
         throw new NotSupportedException($"{path}: a new file is never read back");

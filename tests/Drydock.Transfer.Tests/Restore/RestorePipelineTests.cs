@@ -101,10 +101,78 @@ public sealed class RestorePipelineTests
         var result = await Pipeline().ToFileAsync(await h.OpenAsync(1), path, DiskImageFormat.Qcow2, cancellationToken: Ct);
 
         Assert.Equal(9, result.ChunksWritten);
-        Assert.Equal("qcow2", (await NbdTools.ImageInfoAsync(path, cancellationToken: Ct)).Format);
+        var info = await NbdTools.ImageInfoAsync(path, cancellationToken: Ct);
+        Assert.Equal(("qcow2", DiskSize), (info.Format, info.VirtualSize));
+        var (exitCode, report) = await NbdTools.CheckImageAsync(path, Ct);
+        Assert.True(exitCode == 0, report); // no corruption, no leaked clusters
         Assert.True(await NbdTools.CompareAsync(expected, "raw", path, "qcow2", cancellationToken: Ct));
         Assert.Equal(["expected.raw", "vda.qcow2"], FilesIn(h.Directory.Path));
+
+        // Sparse: only the 64 KiB clusters holding data are allocated (chunk 12's allocated zeros are not).
+        var mapped = (await NbdTools.ImageMapAsync(path, "qcow2", Ct)).Where(e => e.Data).Sum(e => e.Length);
+        Assert.Equal(result.BytesWritten, mapped);
     }
+
+    [Theory]
+    [InlineData(9, 64L * 1024 * 1024)]        // 512-byte clusters: a multi-cluster L1 table, many refcount blocks
+    [InlineData(16, (5L << 30) + 4096)]       // 64 KiB clusters, 5 GiB + 4 KiB: L2 tables far apart, a short last cluster
+    public async Task The_qcow2_writer_maps_runs_written_in_any_order_and_qemu_finds_the_image_clean(int clusterBits, long size)
+    {
+        using var directory = TestDirectory.Create("qcow2");
+        var path = directory.File("image.qcow2");
+        var cluster = 1 << clusterBits;
+        var runs = new List<(long Offset, byte[] Data)>
+        {
+            (size - 4096, Filled(4096, 1)),                          // the end of the disk, a partial cluster when 64 KiB
+            (0, Filled(3 * cluster, 2)),
+            (size / 2 / cluster * cluster, Filled(cluster, 3)),
+            (size / 3 / cluster * cluster, Filled(2 * cluster, 4)),
+        };
+        if (clusterBits == 9)
+        {
+            // Enough data clusters that the refcount blocks (256 clusters each) and their table span several clusters.
+            for (var i = 0; i < 400; i++)
+            {
+                runs.Add((((long)i * 300 * cluster) + (8L * cluster), Filled(cluster, (byte)(10 + (i % 200)))));
+            }
+        }
+
+        await using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 0))
+        {
+            var writer = new Qcow2ImageWriter(file.SafeFileHandle, null, path, size, clusterBits);
+            await Parallel.ForEachAsync(runs, Ct, async (run, ct) => await writer.WriteAsync(run.Offset, run.Data, ct));
+            writer.Complete();
+        }
+
+        var (exitCode, report) = await NbdTools.CheckImageAsync(path, Ct);
+        Assert.True(exitCode == 0, report);
+        Assert.Equal(size, (await NbdTools.ImageInfoAsync(path, "qcow2", cancellationToken: Ct)).VirtualSize);
+        foreach (var (offset, data) in runs)
+        {
+            Assert.True(await NbdTools.VerifyPatternAsync(path, "qcow2", offset, data.Length, data[0], Ct), $"pattern {data[0]} at {offset}");
+        }
+
+        // Between the runs the image reads as zeroes and allocates nothing.
+        var mapped = (await NbdTools.ImageMapAsync(path, "qcow2", Ct)).Where(e => e.Data).Sum(e => e.Length);
+        Assert.Equal(runs.Sum(r => (long)r.Data.Length), mapped);
+    }
+
+    [Fact]
+    public async Task The_qcow2_writer_refuses_a_run_that_is_not_whole_clusters_or_a_cluster_written_twice()
+    {
+        using var directory = TestDirectory.Create("qcow2");
+        var path = directory.File("image.qcow2");
+        using var file = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 0);
+        var writer = new Qcow2ImageWriter(file.SafeFileHandle, null, path, 1 << 20);
+
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => writer.WriteAsync(4096, new byte[65536], Ct));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => writer.WriteAsync(0, new byte[4096], Ct));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => writer.WriteAsync(1 << 20, new byte[65536], Ct));
+        await writer.WriteAsync(65536, new byte[65536], Ct);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => writer.WriteAsync(0, new byte[2 * 65536], Ct));
+    }
+
+    private static byte[] Filled(int length, byte value) => Enumerable.Repeat(value, length).ToArray();
 
     [Fact]
     public async Task An_incremental_restored_over_the_old_disk_writes_zeros_where_the_guest_trimmed()
