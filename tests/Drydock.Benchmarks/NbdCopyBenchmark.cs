@@ -150,7 +150,7 @@ internal sealed class NbdCopyBenchmark
         text.Append(invariant, $"Image size {_size / MiB} MiB in page cache, served read-only by `qemu-nbd -r -f raw -t -e 16` (nbdkit 1.32 for the delay row); ");
         text.Append(invariant, $"median of {_runs} alternating runs per tool after one warm-up each; {Environment.ProcessorCount} cores; ");
         text.Append(invariant, $"load average at the end {File.ReadAllText("/proc/loadavg").Split(' ')[0]}.\n");
-        text.Append("Both tools with their default settings; drydock published ReadyToRun (`dotnet publish -c Release -r linux-x64 -p:PublishReadyToRun=true`) and started through its apphost. Ratio: throughput ratio (nbdcopy time ÷ drydock time) for the dense and zero rows, ");
+        text.Append("Both tools with their default settings; drydock built by `deploy/publish` (`dotnet publish -c Release -r linux-x64 --self-contained true -p:PublishReadyToRun=true -p:PublishReadyToRunComposite=true`) and started through its apphost. Ratio: throughput ratio (nbdcopy time ÷ drydock time) for the dense and zero rows, ");
         text.Append("wall-time ratio (drydock ÷ nbdcopy) for the sparse row. The in-process columns repeat the same copy inside one ");
         text.Append("process (median after a warm-up, as a long-running silo runs it) and compare it with the same nbdcopy runs: the ");
         text.Append("difference between the two ratios is process start-up.\n\n");

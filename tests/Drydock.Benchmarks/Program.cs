@@ -6,7 +6,7 @@ using Drydock.Benchmarks;
 //
 //   dotnet run -c Release --project tests/Drydock.Benchmarks -- nbd-copy [--size-mib 2048] [--runs 3] [--write]
 //
-// drydock is measured as it is shipped: published ReadyToRun (see README), started through its apphost.
+// drydock is measured as it is shipped: built by deploy/publish (self-contained, composite ReadyToRun), started through its apphost.
 //
 //   ... -- runtime [options]        grain runtime turns/s (Runtime/RuntimeBenchmark.cs)
 //   ... -- repository [options]     repository write/read paths vs zstd + sha256sum (Repository/)
@@ -103,12 +103,13 @@ string? OptionText(string name)
 
 static async Task<string> PublishDrydockAsync(string repository, CancellationToken cancellationToken)
 {
+    // The release build (deploy/publish): self-contained, composite ReadyToRun with the framework.
     var output = Path.Combine(repository, "artifacts", "bench", "drydock");
-    Console.Error.WriteLine($"publishing drydock ReadyToRun to {output}");
+    Console.Error.WriteLine($"publishing drydock with deploy/publish to {output}");
     await Drydock.TestKit.ProcessRunner.RunAsync(
-        "dotnet",
-        ["publish", Path.Combine(repository, "silo-host", "Drydock.SiloHost"), "-c", "Release", "-r", "linux-x64", "--self-contained", "false", "-p:PublishReadyToRun=true", "-o", output],
-        new Drydock.TestKit.ProcessRunOptions { Timeout = TimeSpan.FromMinutes(10) },
+        Path.Combine(repository, "deploy", "publish"),
+        [output, "linux-x64"],
+        new Drydock.TestKit.ProcessRunOptions { Timeout = TimeSpan.FromMinutes(15) },
         cancellationToken);
     return Path.Combine(output, "drydock");
 }
