@@ -78,7 +78,7 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
     {
         cancellationToken.ThrowIfCancellationRequested();
         var end = offset + data.Length;
-        if ((offset & (_clusterSize - 1)) != 0 || (data.Length & (_clusterSize - 1)) != 0 && end != _virtualSize || end > _virtualSize || data.IsEmpty)
+        if ((offset & (_clusterSize - 1)) != 0 || ((data.Length & (_clusterSize - 1)) != 0 && end != _virtualSize) || end > _virtualSize || data.IsEmpty)
         {
             throw new ArgumentOutOfRangeException(nameof(offset), $"a qcow2 write must cover whole {_clusterSize}-byte clusters inside the disk: [{offset}, {end}) of {_virtualSize}");
         }

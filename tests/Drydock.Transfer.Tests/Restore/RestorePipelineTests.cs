@@ -155,7 +155,19 @@ public sealed class RestorePipelineTests
         // Between the runs the image reads as zeroes and allocates nothing.
         var mapped = (await NbdTools.ImageMapAsync(path, "qcow2", Ct)).Where(e => e.Data).Sum(e => e.Length);
         Assert.Equal(runs.Sum(r => (long)r.Data.Length), mapped);
+
+        // QEMU can go on using it as a disk: a write into an unallocated cluster (new L2 entry, refcounts grown) and
+        // over a restored one leave the image clean and both readable.
+        var fresh = (size / 4 / cluster * cluster) + cluster;
+        await NbdTools.QemuIoAsync(path, "qcow2", [Invariant($"write -P 0x55 {fresh} {cluster}"), Invariant($"write -P 0x66 0 {cluster}")], cancellationToken: Ct);
+        (exitCode, report) = await NbdTools.CheckImageAsync(path, Ct);
+        Assert.True(exitCode == 0, report);
+        Assert.True(await NbdTools.VerifyPatternAsync(path, "qcow2", fresh, cluster, 0x55, Ct));
+        Assert.True(await NbdTools.VerifyPatternAsync(path, "qcow2", 0, cluster, 0x66, Ct));
+        Assert.True(await NbdTools.VerifyPatternAsync(path, "qcow2", cluster, 2 * cluster, 2, Ct));
     }
+
+    private static string Invariant(FormattableString text) => text.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     [Fact]
     public async Task The_qcow2_writer_refuses_a_run_that_is_not_whole_clusters_or_a_cluster_written_twice()
