@@ -55,9 +55,6 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
     /// <inheritdoc/>
     public bool WantsAlignedBuffers => true;
 
-    /// <summary>Host clusters used so far (header and data).</summary>
-    public long DataClusters => Interlocked.Read(ref _nextCluster);
-
     /// <inheritdoc/>
     public Task ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
         throw new NotSupportedException("a new qcow2 image is never read back");
