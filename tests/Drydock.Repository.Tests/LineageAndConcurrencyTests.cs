@@ -230,9 +230,27 @@ public sealed class LineageAndConcurrencyTests
         }
 
         t.Clock.Advance(TimeSpan.FromDays(5));
+        var checkedChunks = 0;
+        t.Store.AfterExists = name =>
+        {
+            if (name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref checkedChunks);
+            }
+        };
         await using var session = await t.Repository.BeginPointAsync(new PointRequest { DomainId = DomainA, DomainName = "a", WriterId = "new" }, Ct);
         var disk = await session.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "img-vda", VirtualSize = image.Length }, Ct);
         await disk.WriteAllAsync(new MemoryStream(image), Ct);
+
+        // The writer dedups in the background: wait until it has found all three chunks present, or GC would delete
+        // them first and the writer would simply upload them again (no race left to detect).
+        for (var wait = 0; wait < 500 && Volatile.Read(ref checkedChunks) < 3; wait++)
+        {
+            await Task.Delay(10, Ct);
+        }
+
+        Assert.Equal(3, Volatile.Read(ref checkedChunks));
+        t.Store.AfterExists = null;
 
         // GC runs now: the old chunks are unreferenced and older than the grace window.
         var gc = await t.Repository.CollectGarbageAsync(new GcOptions(), Ct);

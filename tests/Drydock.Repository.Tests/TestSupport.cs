@@ -39,10 +39,15 @@ public sealed class FaultyStore(IBlobStore inner) : IBlobStore
     public Task<BlobContent> GetAsync(string name, BlobRange range, long maxLength, CancellationToken cancellationToken = default)
         => OnGet?.Invoke(name) is { } e ? Task.FromException<BlobContent>(e) : inner.GetAsync(name, range, maxLength, cancellationToken);
 
-    public Task<BlobProperties?> GetPropertiesAsync(string name, CancellationToken cancellationToken = default)
+    /// <summary>Called when an existence check has its answer, before the caller sees it.</summary>
+    public Action<string>? AfterExists { get; set; }
+
+    public async Task<BlobProperties?> GetPropertiesAsync(string name, CancellationToken cancellationToken = default)
     {
         BeforeExists?.Invoke(name);
-        return inner.GetPropertiesAsync(name, cancellationToken);
+        var properties = await inner.GetPropertiesAsync(name, cancellationToken);
+        AfterExists?.Invoke(name);
+        return properties;
     }
 
     public Task<bool> DeleteAsync(string name, string? ifMatch = null, CancellationToken cancellationToken = default) => inner.DeleteAsync(name, ifMatch, cancellationToken);
