@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Drydock.Storage.FileSystem.Interop;
 
@@ -15,12 +14,12 @@ namespace Drydock.Storage.FileSystem;
 /// </summary>
 internal sealed class DirectFileWriter
 {
-    private const int Alignment = 4096;
+    private const int Alignment = DirectIo.Alignment;
     private const int BufferGranularity = 64 * 1024;
     private const int MaxPooledBuffers = 8; // the repository's default requests in flight: ~17 MiB kept for 2 MiB chunks
 
     private readonly ConcurrentBag<byte[]> _buffers = [];
-    private volatile bool _unsupported = NativeMethods.ODirect == 0;
+    private volatile bool _unsupported = DirectIo.OpenFlag == 0;
 
     /// <summary>Whether direct writes are still being tried (false once the filesystem refused them).</summary>
     public bool Enabled => !_unsupported;
@@ -38,7 +37,7 @@ internal sealed class DirectFileWriter
             return -1;
         }
 
-        var fd = NativeMethods.Open(path, NativeMethods.OWrOnly | NativeMethods.OCreat | NativeMethods.OExcl | NativeMethods.OCloExec | NativeMethods.ODirect, 0x1B6 /* 0666, less umask */);
+        var fd = NativeMethods.Open(path, NativeMethods.OWrOnly | NativeMethods.OCreat | NativeMethods.OExcl | NativeMethods.OCloExec | DirectIo.OpenFlag, 0x1B6 /* 0666, less umask */);
         if (fd < 0)
         {
             var errno = Marshal.GetLastPInvokeError();
@@ -136,7 +135,7 @@ internal sealed class DirectFileWriter
             buffer = GC.AllocateUninitializedArray<byte>(capacity, pinned: true);
         }
 
-        start = AlignedOffset(buffer);
+        start = DirectIo.AlignedOffset(buffer);
         return buffer;
     }
 
@@ -146,11 +145,5 @@ internal sealed class DirectFileWriter
         {
             _buffers.Add(buffer);
         }
-    }
-
-    private static unsafe int AlignedOffset(byte[] pinned)
-    {
-        var address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
-        return (int)((Alignment - (address & (Alignment - 1))) & (Alignment - 1));
     }
 }

@@ -76,14 +76,6 @@ internal static partial class NativeMethods
     [LibraryImport(LibC, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(int fd);
 
-    /// <summary>O_DIRECT, which differs between architectures; 0 where Drydock does not know it (no direct IO there).</summary>
-    internal static int ODirect => RuntimeInformation.ProcessArchitecture switch
-    {
-        Architecture.X64 => 0x4000,
-        Architecture.Arm64 => 0x10000,
-        _ => 0,
-    };
-
     /// <summary>fsync(2) on a descriptor, retried on EINTR.</summary>
     /// <param name="fd">The descriptor.</param>
     /// <returns>0, or the errno of the failure.</returns>

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Drydock.Storage;
 using Microsoft.Win32.SafeHandles;
 
 [assembly: DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
@@ -8,9 +9,6 @@ namespace Drydock.Transfer.Interop;
 /// <summary>The libc call the BCL does not expose: opening a file with O_DIRECT (restores to a local raw image).</summary>
 internal static partial class NativeMethods
 {
-    /// <summary>The alignment O_DIRECT writes keep to here (buffer address, file offset and length).</summary>
-    internal const int DirectAlignment = 4096;
-
     private const string LibC = "libc";
     private const int OWrOnly = 1;
     private const int OCloExec = 0x80000;
@@ -21,12 +19,7 @@ internal static partial class NativeMethods
     /// <returns>The handle, or null.</returns>
     internal static SafeFileHandle? TryOpenDirect(string path)
     {
-        var direct = RuntimeInformation.ProcessArchitecture switch
-        {
-            Architecture.X64 => 0x4000,
-            Architecture.Arm64 => 0x10000,
-            _ => 0,
-        };
+        var direct = DirectIo.OpenFlag;
         if (direct == 0)
         {
             return null;

@@ -6,6 +6,7 @@ using Drydock.Nbd;
 using Drydock.Nbd.Client;
 using Drydock.Nbd.Protocol;
 using Drydock.Repository.Read;
+using Drydock.Storage;
 using Drydock.Transfer.Backup;
 using Drydock.Transfer.Interop;
 using Microsoft.Extensions.Logging;
@@ -354,7 +355,7 @@ public sealed partial class RestorePipeline
                     if (work.IsEmpty)
                     {
                         // A local file takes O_DIRECT writes straight from this buffer: aligned and pinned, not pooled.
-                        work = target.WantsAlignedBuffers ? FileTarget.AllocateAligned(source.ChunkSize) : buffer = ArrayPool<byte>.Shared.Rent(source.ChunkSize);
+                        work = target.WantsAlignedBuffers ? DirectIo.AllocateAligned(source.ChunkSize) : buffer = ArrayPool<byte>.Shared.Rent(source.ChunkSize);
                     }
 
                     var data = work[..length];

@@ -1,6 +1,5 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using Drydock.Nbd.Client;
+using Drydock.Storage;
 using Microsoft.Win32.SafeHandles;
 
 namespace Drydock.Transfer.Restore;
@@ -8,7 +7,7 @@ namespace Drydock.Transfer.Restore;
 /// <summary>Where a restore writes chunks (calls for disjoint ranges may run concurrently).</summary>
 internal interface IRestoreTarget
 {
-    /// <summary>Whether writes should come from buffers aligned for O_DIRECT (see <see cref="FileTarget.AllocateAligned"/>).</summary>
+    /// <summary>Whether writes should come from buffers aligned for O_DIRECT (see <see cref="DirectIo.AllocateAligned"/>).</summary>
     bool WantsAlignedBuffers { get; }
 
     /// <summary>Reads the target's current bytes (changed-only restores).</summary>
@@ -92,21 +91,9 @@ internal sealed class FileTarget(SafeFileHandle handle, SafeFileHandle? direct, 
         return Task.CompletedTask;
     }
 
-    /// <summary>A buffer for a worker, aligned for O_DIRECT: pinned (it never moves), the aligned window of a slightly
-    /// larger array.</summary>
-    /// <param name="length">The bytes needed.</param>
-    /// <returns>The aligned buffer.</returns>
-    public static unsafe Memory<byte> AllocateAligned(int length)
-    {
-        var array = GC.AllocateUninitializedArray<byte>(length + Interop.NativeMethods.DirectAlignment, pinned: true);
-        var address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
-        var start = (int)((Interop.NativeMethods.DirectAlignment - (address & (Interop.NativeMethods.DirectAlignment - 1))) & (Interop.NativeMethods.DirectAlignment - 1));
-        return array.AsMemory(start, length);
-    }
-
     private static unsafe bool IsAligned(long offset, ReadOnlyMemory<byte> data)
     {
-        const int Mask = Interop.NativeMethods.DirectAlignment - 1;
+        const int Mask = DirectIo.Alignment - 1;
         if ((offset & Mask) != 0 || (data.Length & Mask) != 0 || data.Length == 0)
         {
             return false;
