@@ -27,6 +27,7 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
     private readonly int _clusterBits;
     private readonly int _clusterSize;
     private readonly int _l2Entries;
+    private readonly long _refcountsPerBlock;
     private readonly ulong[]?[] _l2Tables;
     private long _nextCluster = 1; // cluster 0 holds the header
     private int _completed;
@@ -48,6 +49,7 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
         _clusterBits = clusterBits;
         _clusterSize = 1 << clusterBits;
         _l2Entries = _clusterSize / sizeof(ulong);
+        _refcountsPerBlock = (long)_clusterSize * 8 / (1 << RefcountOrder);
         var guestClusters = (virtualSize + _clusterSize - 1) >> clusterBits;
         _l2Tables = new ulong[]?[(guestClusters + _l2Entries - 1) / _l2Entries];
     }
@@ -97,9 +99,8 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
     }
 
     /// <summary>Writes the L2 tables, the L1 table, the refcount structures and then the header.</summary>
-    /// <returns>The image's length in bytes.</returns>
     /// <exception cref="IOException">Writing failed.</exception>
-    public long Complete()
+    public void Complete()
     {
         if (Interlocked.Exchange(ref _completed, 1) != 0)
         {
@@ -139,13 +140,12 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
         RandomAccess.Write(_handle, l1, l1Start << _clusterBits);
 
         // Refcount blocks: every cluster below `total` is used exactly once.
-        var perBlock = (long)_clusterSize * 8 / (1 << RefcountOrder);
         var refcountTable = new byte[tableClusters * _clusterSize];
         for (long b = 0; b < blocks; b++)
         {
             Array.Clear(cluster);
-            var first = b * perBlock;
-            var used = Math.Min(perBlock, total - first);
+            var first = b * _refcountsPerBlock;
+            var used = Math.Min(_refcountsPerBlock, total - first);
             for (var e = 0; e < used; e++)
             {
                 BinaryPrimitives.WriteUInt16BigEndian(cluster.AsSpan(e * sizeof(ushort)), 1);
@@ -160,7 +160,6 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
         Array.Clear(cluster);
         WriteHeader(cluster, l1Start << _clusterBits, tableStart << _clusterBits, tableClusters);
         WriteCluster(0, cluster);
-        return total << _clusterBits;
     }
 
     /// <summary>
@@ -168,14 +167,13 @@ internal sealed class Qcow2ImageWriter : IRestoreTarget
     /// </summary>
     /// <param name="used">Clusters used before the refcount structures.</param>
     /// <returns>Blocks and table clusters.</returns>
-    internal (long Blocks, long TableClusters) RefcountLayout(long used)
+    private (long Blocks, long TableClusters) RefcountLayout(long used)
     {
-        var perBlock = (long)_clusterSize * 8 / (1 << RefcountOrder);
         long blocks = 0, tableClusters = 0;
         while (true)
         {
             var total = used + blocks + tableClusters;
-            var needBlocks = (total + perBlock - 1) / perBlock;
+            var needBlocks = (total + _refcountsPerBlock - 1) / _refcountsPerBlock;
             var needTable = Math.Max(1, ClustersFor(needBlocks * sizeof(ulong)));
             if (needBlocks == blocks && needTable == tableClusters)
             {
