@@ -221,11 +221,7 @@ public sealed class LineageAndConcurrencyTests
 
             // WriteAllAsync returns once the chunks are queued and disposing drops what is still queued: wait until the
             // three data chunks (chunk 0 is zeros) are stored, as a session that died later than its uploads left them.
-            for (var wait = 0; wait < 500 && t.Names(ObjectNames.ChunksPrefix).Count() < 3; wait++)
-            {
-                await Task.Delay(10, Ct);
-            }
-
+            await PollAsync(() => t.Names(ObjectNames.ChunksPrefix).Count() >= 3);
             Assert.Equal(3, t.Names(ObjectNames.ChunksPrefix).Count());
         }
 
@@ -244,11 +240,7 @@ public sealed class LineageAndConcurrencyTests
 
         // The writer dedups in the background: wait until it has found all three chunks present, or GC would delete
         // them first and the writer would simply upload them again (no race left to detect).
-        for (var wait = 0; wait < 500 && Volatile.Read(ref checkedChunks) < 3; wait++)
-        {
-            await Task.Delay(10, Ct);
-        }
-
+        await PollAsync(() => Volatile.Read(ref checkedChunks) >= 3);
         Assert.Equal(3, Volatile.Read(ref checkedChunks));
         t.Store.AfterExists = null;
 
@@ -296,5 +288,14 @@ public sealed class LineageAndConcurrencyTests
     {
         var manifest = await t.BackupFullAsync(DomainA, image, writer: "rerun");
         return await t.RestoreAsync(DomainA, manifest.Sequence);
+    }
+
+    // Polls (with a hang guard of about 5 s), not timed: background work the test waits for; the caller asserts after.
+    private static async Task PollAsync(Func<bool> done)
+    {
+        for (var wait = 0; wait < 500 && !done(); wait++)
+        {
+            await Task.Delay(10, Ct);
+        }
     }
 }
