@@ -58,6 +58,12 @@ internal sealed unsafe class LibvirtConnection : IDisposable
     public void SetKeepAlive(int intervalSeconds, uint count) =>
         Check(NativeMethods.virConnectSetKeepAlive(Raw, intervalSeconds, count), nameof(NativeMethods.virConnectSetKeepAlive));
 
+    /// <summary>
+    /// Whether the connection is still open. libvirt closes it when the daemon goes away (end of file on its socket, or
+    /// unanswered keep-alive probes); every call on a closed connection fails, and only a new connection helps.
+    /// </summary>
+    public bool IsAlive() => !_handle.IsClosed && NativeMethods.virConnectIsAlive(Raw) == 1;
+
     /// <summary>The host's name as libvirt reports it.</summary>
     public string GetHostName() =>
         NativeStrings.TakeOwned(NativeMethods.virConnectGetHostname(Raw)) ?? throw Failure(nameof(NativeMethods.virConnectGetHostname));

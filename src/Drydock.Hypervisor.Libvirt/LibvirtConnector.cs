@@ -29,6 +29,7 @@ public sealed class LibvirtConnector(LibvirtDriverOptions template, TimeProvider
             WorkerThreads = template.WorkerThreads,
             KeepAliveIntervalSeconds = template.KeepAliveIntervalSeconds,
             KeepAliveCount = template.KeepAliveCount,
+            ReconnectTimeout = template.ReconnectTimeout,
             UseQemuMonitorForBitmaps = template.UseQemuMonitorForBitmaps,
             QemuImgPath = template.QemuImgPath,
             QemuNbdPath = template.QemuNbdPath,

@@ -34,4 +34,22 @@ public sealed partial class LibvirtDriver
 
     [LoggerMessage(10, LogLevel.Warning, "Capture {CaptureId} of domain {DomainId} broken: the domain paused on an I/O error; job aborted, domain resumed")]
     private partial void LogCaptureBroken(string captureId, string domainId);
+
+    [LoggerMessage(11, LogLevel.Warning, "The connection to libvirt {Uri} was closed (reason {Reason}): reconnecting")]
+    private partial void LogConnectionLost(string uri, int reason);
+
+    [LoggerMessage(12, LogLevel.Information, "Reconnected to libvirt {Uri}; {Captures} capture(s) to check")]
+    private partial void LogReconnected(string uri, int captures);
+
+    [LoggerMessage(13, LogLevel.Debug, "Reconnecting to libvirt {Uri} failed: {Message}")]
+    private partial void LogReconnectFailed(string uri, string message);
+
+    [LoggerMessage(14, LogLevel.Information, "Capture {CaptureId} of domain {DomainId} survived the loss of the libvirt connection: its job and export are intact")]
+    private partial void LogCaptureSurvived(string captureId, string domainId);
+
+    [LoggerMessage(15, LogLevel.Warning, "Capture {CaptureId} of domain {DomainId} broken by the loss of the libvirt connection: {Problem}")]
+    private partial void LogCaptureLost(string captureId, string domainId, string problem);
+
+    [LoggerMessage(16, LogLevel.Information, "Repeating '{Operation}' on the new libvirt connection (domain {DomainId})")]
+    private partial void LogRepeating(string operation, string? domainId);
 }

@@ -24,6 +24,14 @@ namespace Drydock.Hypervisor.Libvirt;
 /// <para>Bitmap state (present, recording, busy, inconsistent) of a running domain is read from QEMU with
 /// <c>query-named-block-nodes</c> through <c>virDomainQemuMonitorCommand</c> — libvirt 9.0 has no API for it — and of a
 /// shut-off domain's local images with <c>qemu-img info</c>.</para>
+/// <para>When libvirtd goes away (F20: restarted during a backup), libvirt closes the connection. The driver reconnects
+/// (at once in the background, and from any call that fails on the closed connection, which waits up to
+/// <see cref="LibvirtDriverOptions.ReconnectTimeout"/>), moves its event registrations over (subscribers get
+/// <see cref="DomainEventKind.EventsLost"/>) and checks every capture it holds: one whose backup job and NBD socket are
+/// still there goes on (QEMU serves the export; libvirt 9.0 keeps pull jobs across a restart); any other is published
+/// as <see cref="DomainEventKind.CaptureBroken"/> and can no longer be committed. Reads are repeated on the new
+/// connection; calls that change something are not (they may have taken effect) and fail with
+/// <see cref="HypervisorConnectionException"/>.</para>
 /// </remarks>
 public sealed partial class LibvirtDriver : IHypervisorDriver
 {
@@ -44,13 +52,17 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly LibvirtWorker _worker;
-    private readonly LibvirtConnection _connection;
     private readonly LibvirtEvents _events;
     private readonly QemuTools _tools;
     private readonly ConcurrentDictionary<string, CaptureRecord> _captures = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _domainLocks = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RestoreRecord> _restores = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _brokenCaptures = new(StringComparer.Ordinal);
+    private readonly Lock _connectionLock = new();
+    private readonly List<LibvirtConnection> _closedConnections = [];
+    private LibvirtConnection _connection;
     private int _disposed;
+    private int _reconnecting;
 
     private LibvirtDriver(LibvirtDriverOptions options, TimeProvider timeProvider, ILogger logger, LibvirtWorker worker, LibvirtConnection connection, LibvirtEvents events, string hostName)
     {
@@ -100,12 +112,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 try
                 {
                     LibvirtEventLoop.EnsureStarted();
-                    opened = LibvirtConnection.Open(options.Uri);
-                    if (options.KeepAliveIntervalSeconds > 0)
-                    {
-                        opened.SetKeepAlive(options.KeepAliveIntervalSeconds, options.KeepAliveCount);
-                    }
-
+                    opened = Open(options);
                     var host = options.HostName ?? opened.GetHostName();
                     var events = LibvirtEvents.Register(opened, host, clock);
                     var v = opened.GetLibVersion();
@@ -123,6 +130,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }, cancellationToken);
             var driver = new LibvirtDriver(options, clock, log, worker, connection, events, hostName);
             events.PausedOnIoError = driver.OnPausedOnIoError;
+            events.ConnectionClosed = driver.OnConnectionClosed;
             driver.LogConnected(options.Uri, hostName, version);
             return driver;
         }
@@ -147,7 +155,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
 
             return (IReadOnlyList<DomainInfo>)result;
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public Task<DomainInfo> GetDomainAsync(string domainId, CancellationToken cancellationToken = default) =>
@@ -155,7 +163,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         {
             using var domain = OpenDomain(domainId);
             return Describe(domain);
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public Task<DomainDefinition> GetDefinitionAsync(string domainId, CancellationToken cancellationToken = default) =>
@@ -163,7 +171,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         {
             using var domain = OpenDomain(domainId);
             return new DomainDefinition(DomainDefinition.LibvirtXml, LibvirtConnection.GetXmlDesc(domain, NativeMethods.DomainXmlInactive));
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public async Task<Capture> BeginCaptureAsync(CaptureRequest request, CancellationToken cancellationToken = default)
@@ -210,7 +218,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
 
             return (IReadOnlyList<CaptureSummary>)result;
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public async Task<bool> ReleaseCaptureAsync(string domainId, string captureId, CaptureOutcome outcome, CancellationToken cancellationToken = default)
@@ -268,7 +276,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
 
             return (IReadOnlyList<CheckpointInfo>)result;
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public Task<string> GetCheckpointXmlAsync(string domainId, string checkpoint, CancellationToken cancellationToken = default) =>
@@ -279,7 +287,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 ?? throw new CheckpointNotFoundException(domainId, checkpoint);
             // With the embedded <domain>: libvirt needs it to redefine the checkpoint later (REAL-STACK.md).
             return LibvirtConnection.GetCheckpointXml(handle, 0);
-        }, cancellationToken, checkpoint);
+        }, cancellationToken, checkpoint, repeatable: true);
 
     /// <inheritdoc/>
     public Task<CheckpointInfo> CreateCheckpointAsync(string domainId, string checkpoint, IReadOnlyList<string>? targets = null, CancellationToken cancellationToken = default)
@@ -417,7 +425,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         {
             using var domain = OpenDomain(domainId);
             return ComputeHealth(domain);
-        }, cancellationToken);
+        }, cancellationToken, repeatable: true);
 
     /// <inheritdoc/>
     public Task<RestoreExport> OpenRestoreExportAsync(string domainId, IReadOnlyList<string>? targets = null, CancellationToken cancellationToken = default) =>
@@ -696,8 +704,14 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                     }
                 }
 
-                _events.Dispose();
+                lock (_connectionLock)
+                {
+                    _events.Dispose();
+                    _closedConnections.ForEach(c => c.Dispose());
+                }
+
                 _connection.Dispose();
+
                 return true;
             }, CancellationToken.None);
         }
@@ -1065,18 +1079,12 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
 
     private async Task<bool> ReleaseCoreAsync(string domainId, string captureId, CaptureOutcome outcome, CancellationToken cancellationToken)
     {
-        var released = await _worker.RunAsync(() =>
+        // A capture broken by a lost connection (F20) is released as abandoned whatever the caller asked.
+        var broken = _brokenCaptures.TryGetValue(captureId, out var problem);
+        var effective = broken ? CaptureOutcome.Abandoned : outcome;
+        var released = await RunAsync("release a capture", LibvirtOperationKind.General, domainId, () =>
         {
-            DomainSafeHandle? domain;
-            try
-            {
-                domain = _connection.LookupDomain(domainId);
-            }
-            catch (LibvirtNativeException ex)
-            {
-                throw LibvirtErrorMapper.Map(ex.Error, LibvirtOperationKind.General, "release a capture", HostName, domainId);
-            }
-
+            using var domain = _connection.LookupDomain(domainId);
             if (domain is null)
             {
                 // The domain is gone (undefined): only local files can be cleaned.
@@ -1089,19 +1097,19 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 return true;
             }
 
-            using (domain)
-            {
-                var uuid = LibvirtConnection.GetUuid(domain);
-                _captures.TryGetValue(captureId, out var record);
-                return ReleaseCore(domain, uuid, captureId, outcome, record?.NewCheckpoint);
-            }
-        }, cancellationToken);
+            var uuid = LibvirtConnection.GetUuid(domain);
+            _captures.TryGetValue(captureId, out var record);
+            return ReleaseCore(domain, uuid, captureId, effective, record?.NewCheckpoint);
+        }, cancellationToken, repeatable: true);
+        _brokenCaptures.TryRemove(captureId, out _);
         if (released)
         {
-            LogCaptureReleased(captureId, domainId, outcome);
+            LogCaptureReleased(captureId, domainId, effective);
         }
 
-        return released;
+        return broken && outcome == CaptureOutcome.Committed
+            ? throw new CaptureFailedException(domainId, $"Capture '{captureId}' of domain '{domainId}' (host '{HostName}') cannot be committed: the connection to libvirtd was lost during it and {problem}. It was released as abandoned (its checkpoint removed); back the domain up again.")
+            : released;
     }
 
     private bool ReleaseCore(DomainSafeHandle domain, string uuid, string captureId, CaptureOutcome outcome, string? newCheckpoint)
@@ -1114,7 +1122,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         {
             jobXml = LibvirtConnection.BackupGetXmlDesc(domain);
         }
-        catch (LibvirtNativeException ex)
+        catch (LibvirtNativeException ex) when (_connection.IsAlive())
         {
             LogCleanupFailed(captureId, uuid, "reading the backup job", ex.Error.Message);
         }
@@ -1517,7 +1525,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 var stats = LibvirtConnection.GetJobStats(domain, NativeMethods.JobStatsCompleted);
                 var parameters = new Dictionary<string, object>(stats.Parameters, StringComparer.Ordinal) { ["success"] = stats.Type == LibvirtJobStats.Completed };
                 return new LibvirtJobCompletion(uuid, parameters);
-            }, timeout.Token);
+            }, timeout.Token, repeatable: true);
             if (finished is not null)
             {
                 return finished;
@@ -1543,11 +1551,45 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         }
     }
 
-    private Task<T> RunAsync<T>(string operation, LibvirtOperationKind kind, string? domainId, Func<T> body, CancellationToken cancellationToken, string? checkpoint = null)
+    /// <summary>
+    /// Runs <paramref name="body"/> on a worker thread and maps libvirt's errors. When it fails because the connection
+    /// was closed, it waits for a new one; a <paramref name="repeatable"/> body (one that only reads, or is idempotent)
+    /// then runs again, any other fails with <see cref="HypervisorConnectionException"/>.
+    /// </summary>
+    private Task<T> RunAsync<T>(string operation, LibvirtOperationKind kind, string? domainId, Func<T> body, CancellationToken cancellationToken, string? checkpoint = null, bool repeatable = false)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
         return _worker.RunAsync(() =>
         {
+            var connection = _connection;
+            LibvirtNativeException lost;
+            try
+            {
+                return body();
+            }
+            catch (LibvirtNativeException ex) when (!connection.IsAlive())
+            {
+                lost = ex;
+            }
+            catch (LibvirtNativeException ex)
+            {
+                throw LibvirtErrorMapper.Map(ex.Error, kind, operation, HostName, domainId, checkpoint);
+            }
+            catch (FormatException ex)
+            {
+                throw Unreadable(ex);
+            }
+
+            AwaitReconnection(connection, operation, domainId, lost.Error, cancellationToken);
+            if (!repeatable)
+            {
+                throw new HypervisorConnectionException(
+                    $"The connection to libvirt on host '{HostName}' was lost while trying to {operation} ({lost.Error.Message}). It has been re-established, but the operation was not repeated: it may have taken effect.",
+                    domainId,
+                    lost);
+            }
+
+            LogRepeating(operation, domainId);
             try
             {
                 return body();
@@ -1558,9 +1600,171 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
             catch (FormatException ex)
             {
-                throw new HypervisorException($"libvirt returned XML the driver cannot read while trying to {operation} (domain '{domainId}', host '{HostName}'): {ex.Message}", domainId, innerException: ex);
+                throw Unreadable(ex);
             }
         }, cancellationToken);
+
+        HypervisorException Unreadable(FormatException ex) =>
+            new($"libvirt returned XML the driver cannot read while trying to {operation} (domain '{domainId}', host '{HostName}'): {ex.Message}", domainId, innerException: ex);
+    }
+
+    /// <summary>Opens a connection with the configured keep-alive.</summary>
+    private static LibvirtConnection Open(LibvirtDriverOptions options)
+    {
+        var opened = LibvirtConnection.Open(options.Uri);
+        try
+        {
+            if (options.KeepAliveIntervalSeconds > 0)
+            {
+                opened.SetKeepAlive(options.KeepAliveIntervalSeconds, options.KeepAliveCount);
+            }
+
+            return opened;
+        }
+        catch
+        {
+            opened.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>libvirt closed the connection (event loop thread): reconnect in the background until it works.</summary>
+    private void OnConnectionClosed(int reason)
+    {
+        if (Volatile.Read(ref _disposed) == 1 || Interlocked.Exchange(ref _reconnecting, 1) == 1)
+        {
+            return;
+        }
+
+        var closed = _connection;
+        LogConnectionLost(_options.Uri, reason);
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var pause = TimeSpan.FromMilliseconds(250);
+                while (Volatile.Read(ref _disposed) == 0 && !await _worker.RunAsync(() => TryReconnect(closed), CancellationToken.None))
+                {
+                    await Task.Delay(pause, _timeProvider);
+                    pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                // The driver was disposed meanwhile.
+            }
+            finally
+            {
+                Volatile.Write(ref _reconnecting, 0);
+            }
+        });
+    }
+
+    /// <summary>A call found the connection closed: wait (on this worker thread) until a new one is open.</summary>
+    private void AwaitReconnection(LibvirtConnection closed, string operation, string? domainId, LibvirtErrorInfo error, CancellationToken cancellationToken)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        var pause = TimeSpan.FromMilliseconds(100);
+        while (!TryReconnect(closed))
+        {
+            if (waited.Elapsed >= _options.ReconnectTimeout)
+            {
+                throw new HypervisorConnectionException(
+                    string.Create(CultureInfo.InvariantCulture, $"The connection to libvirt ({_options.Uri}) on host '{HostName}' was lost while trying to {operation} ({error.Message}), and libvirtd did not answer again within {_options.ReconnectTimeout.TotalSeconds:F0} s."),
+                    domainId);
+            }
+
+            cancellationToken.WaitHandle.WaitOne(pause);
+            cancellationToken.ThrowIfCancellationRequested();
+            pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
+        }
+    }
+
+    /// <summary>
+    /// Replaces <paramref name="closed"/> with a new connection, unless that was done already. True when a new connection
+    /// is in place; false when libvirtd does not answer yet.
+    /// </summary>
+    private bool TryReconnect(LibvirtConnection closed)
+    {
+        lock (_connectionLock)
+        {
+            if (!ReferenceEquals(_connection, closed) || Volatile.Read(ref _disposed) == 1)
+            {
+                return true;
+            }
+
+            LibvirtConnection? opened = null;
+            try
+            {
+                opened = Open(_options);
+                _events.Reattach(opened);
+            }
+            catch (LibvirtNativeException ex)
+            {
+                opened?.Dispose();
+                LogReconnectFailed(_options.Uri, ex.Error.Message);
+                return false;
+            }
+
+            // Calls still running on the old handle must not find it freed: it is closed when the driver is disposed.
+            _closedConnections.Add(closed);
+            Volatile.Write(ref _connection, opened);
+            LogReconnected(_options.Uri, _captures.Count);
+            CheckCapturesAfterReconnect();
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// F20: after a reconnect, a capture goes on only when its backup job (by capture id) and its NBD socket are still
+    /// there; any other is marked broken (it can no longer be committed) and published as
+    /// <see cref="DomainEventKind.CaptureBroken"/>.
+    /// </summary>
+    private string? CaptureProblem(string captureId, CaptureRecord record)
+    {
+        using var domain = _connection.LookupDomain(record.DomainId);
+        if (domain is null)
+        {
+            return "the domain no longer exists";
+        }
+
+        if (LibvirtConnection.BackupGetXmlDesc(domain) is not { } xml || CaptureIdOf(BackupXml.Parse(xml)) != captureId)
+        {
+            return "its backup job is gone";
+        }
+
+        return record.Socket is { } socket && !File.Exists(socket) ? $"its NBD socket {socket} is gone" : null;
+    }
+
+    private void CheckCapturesAfterReconnect()
+    {
+        foreach (var (captureId, record) in _captures)
+        {
+            string? problem;
+            try
+            {
+                problem = CaptureProblem(captureId, record);
+            }
+            catch (Exception ex) when (ex is LibvirtNativeException or FormatException)
+            {
+                problem = $"its backup job could not be read ({ex.Message})";
+            }
+
+            if (problem is null)
+            {
+                LogCaptureSurvived(captureId, record.DomainId);
+                continue;
+            }
+
+            _brokenCaptures[captureId] = problem;
+            _events.Publish(new DomainEvent(record.DomainId, DomainEventKind.CaptureBroken, _timeProvider.GetUtcNow())
+            {
+                HostName = HostName,
+                CaptureId = captureId,
+                Detail = $"the connection to libvirtd was lost during the capture and {problem}",
+            });
+            LogCaptureLost(captureId, record.DomainId, problem);
+        }
     }
 
     private sealed record CaptureRecord(string DomainId, string? NewCheckpoint, IReadOnlyList<string> Targets, DateTimeOffset CapturedAt, string? Socket, IReadOnlyList<string> ScratchFiles)

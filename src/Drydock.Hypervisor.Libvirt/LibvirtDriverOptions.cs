@@ -71,6 +71,13 @@ public sealed class LibvirtDriverOptions
     public uint KeepAliveCount { get; set; } = 3;
 
     /// <summary>
+    /// How long a call waits for libvirtd to answer again after the connection was lost (F20: the daemon restarted) before
+    /// it fails with <see cref="HypervisorConnectionException"/>. The driver reconnects in the background as well, for
+    /// as long as it lives. Default 60 s.
+    /// </summary>
+    public TimeSpan ReconnectTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
     /// Read dirty-bitmap state of running domains through the QEMU monitor pass-through (libvirt-qemu.so.0,
     /// <c>query-named-block-nodes</c>). Without it the driver relies on libvirt's own check at backup-begin. Default true.
     /// </summary>

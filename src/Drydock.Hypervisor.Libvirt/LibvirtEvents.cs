@@ -22,7 +22,9 @@ internal sealed record LibvirtJobCompletion(string DomainId, IReadOnlyDictionary
 /// The domain events of one connection: lifecycle, device added/removed and job completed, registered with
 /// <c>virConnectDomainEventRegisterAny</c>. Callbacks are <see cref="UnmanagedCallersOnlyAttribute"/> functions (no delegates
 /// to keep alive); they run on the event loop thread and find their source through a registry keyed by the opaque
-/// number they carry, so a callback that races with <see cref="Dispose"/> finds nothing and returns.
+/// number they carry, so a callback that races with <see cref="Dispose"/> finds nothing and returns. When libvirt closes
+/// the connection (the daemon restarted), <see cref="ConnectionClosed"/> fires; the driver opens a new connection and
+/// moves the registrations there with <see cref="Reattach"/>, and subscribers keep their subscription.
 /// </summary>
 internal sealed unsafe class LibvirtEvents : IDisposable
 {
@@ -32,13 +34,14 @@ internal sealed unsafe class LibvirtEvents : IDisposable
     private static long _nextId;
 
     private readonly nint _id;
-    private readonly LibvirtConnection _connection;
     private readonly string _hostName;
     private readonly TimeProvider _timeProvider;
     private readonly List<int> _callbackIds = [];
     private readonly ConcurrentDictionary<Subscriber, byte> _subscribers = new();
     private readonly ConcurrentDictionary<string, TaskCompletionSource<LibvirtJobCompletion>> _jobWaiters = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<(string DomainId, DomainEventKind Kind), int> _suppressed = new();
+    private LibvirtConnection _connection;
+    private bool _closeCallbackRegistered;
 
     private LibvirtEvents(LibvirtConnection connection, string hostName, TimeProvider timeProvider)
     {
@@ -55,10 +58,7 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         Registry[events._id] = events;
         try
         {
-            events.Add(NativeMethods.EventIdLifecycle, (nint)(delegate* unmanaged[Cdecl]<nint, nint, int, int, nint, int>)&OnLifecycle);
-            events.Add(NativeMethods.EventIdDeviceAdded, (nint)(delegate* unmanaged[Cdecl]<nint, nint, byte*, nint, void>)&OnDeviceAdded);
-            events.Add(NativeMethods.EventIdDeviceRemoved, (nint)(delegate* unmanaged[Cdecl]<nint, nint, byte*, nint, void>)&OnDeviceRemoved);
-            events.Add(NativeMethods.EventIdJobCompleted, (nint)(delegate* unmanaged[Cdecl]<nint, nint, NativeMethods.TypedParameter*, int, nint, void>)&OnJobCompleted);
+            events.AddAll();
             return events;
         }
         catch
@@ -137,22 +137,36 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         }
     }
 
+    /// <summary>
+    /// Called (on the event loop thread: hand work off, never block) when libvirt closed the connection for a reason
+    /// other than the driver closing it; the argument is libvirt's reason (0 error, 1 end of file, 2 keep-alive).
+    /// </summary>
+    public Action<int>? ConnectionClosed { get; set; }
+
+    /// <summary>
+    /// Moves every registration from the closed connection to <paramref name="connection"/> (call on a libvirt worker
+    /// thread) and tells each subscriber with <see cref="DomainEventKind.EventsLost"/>: what happened while the daemon was
+    /// away was not seen.
+    /// </summary>
+    public void Reattach(LibvirtConnection connection)
+    {
+        RemoveAll();
+        _connection = connection;
+        AddAll();
+        Publish(new DomainEvent(string.Empty, DomainEventKind.EventsLost, _timeProvider.GetUtcNow())
+        {
+            HostName = _hostName,
+            Detail = "the connection to libvirtd was lost and re-established: events in between were not seen",
+        });
+
+        // A push backup's completion may have been one of them: its waiter polls the job's statistics as well.
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {
         Registry.TryRemove(_id, out _);
-        if (!_connection.Handle.IsClosed)
-        {
-            foreach (var callbackId in _callbackIds)
-            {
-                if (NativeMethods.virConnectDomainEventDeregisterAny(_connection.Handle.DangerousGetHandle(), callbackId) < 0)
-                {
-                    NativeMethods.virResetLastError();
-                }
-            }
-        }
-
-        _callbackIds.Clear();
+        RemoveAll();
         foreach (var subscriber in _subscribers.Keys)
         {
             subscriber.Channel.Writer.TryComplete();
@@ -188,6 +202,46 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         8 => DomainEventKind.Crashed,
         _ => null,
     };
+
+    private void AddAll()
+    {
+        Add(NativeMethods.EventIdLifecycle, (nint)(delegate* unmanaged[Cdecl]<nint, nint, int, int, nint, int>)&OnLifecycle);
+        Add(NativeMethods.EventIdDeviceAdded, (nint)(delegate* unmanaged[Cdecl]<nint, nint, byte*, nint, void>)&OnDeviceAdded);
+        Add(NativeMethods.EventIdDeviceRemoved, (nint)(delegate* unmanaged[Cdecl]<nint, nint, byte*, nint, void>)&OnDeviceRemoved);
+        Add(NativeMethods.EventIdJobCompleted, (nint)(delegate* unmanaged[Cdecl]<nint, nint, NativeMethods.TypedParameter*, int, nint, void>)&OnJobCompleted);
+        if (NativeMethods.virConnectRegisterCloseCallback(_connection.Handle.DangerousGetHandle(), CloseCallback, _id, 0) < 0)
+        {
+            throw new LibvirtNativeException(nameof(NativeMethods.virConnectRegisterCloseCallback), LibvirtErrorInfo.TakeLast(nameof(NativeMethods.virConnectRegisterCloseCallback)));
+        }
+
+        _closeCallbackRegistered = true;
+    }
+
+    /// <summary>Removes the registrations from the current connection; on a closed connection the calls fail, harmlessly.</summary>
+    private void RemoveAll()
+    {
+        if (!_connection.Handle.IsClosed)
+        {
+            var handle = _connection.Handle.DangerousGetHandle();
+            foreach (var callbackId in _callbackIds)
+            {
+                if (NativeMethods.virConnectDomainEventDeregisterAny(handle, callbackId) < 0)
+                {
+                    NativeMethods.virResetLastError();
+                }
+            }
+
+            if (_closeCallbackRegistered && NativeMethods.virConnectUnregisterCloseCallback(handle, CloseCallback) < 0)
+            {
+                NativeMethods.virResetLastError();
+            }
+        }
+
+        _callbackIds.Clear();
+        _closeCallbackRegistered = false;
+    }
+
+    private static nint CloseCallback => (nint)(delegate* unmanaged[Cdecl]<nint, int, nint, void>)&OnClosed;
 
     private void Add(int eventId, nint callback)
     {
@@ -232,6 +286,16 @@ internal sealed unsafe class LibvirtEvents : IDisposable
         }
 
         return 0;
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static void OnClosed(nint connection, int reason, nint opaque)
+    {
+        // Reason 3 is the client closing it: the driver itself, on dispose.
+        if (reason != 3 && Registry.TryGetValue(opaque, out var events))
+        {
+            events.ConnectionClosed?.Invoke(reason);
+        }
     }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]

@@ -58,6 +58,17 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     public static partial int virConnectSetKeepAlive(nint conn, int interval, uint count);
 
+    /// <summary>1 when the connection is open, 0 when libvirt has closed it (daemon gone, keep-alive timed out), -1 on error.</summary>
+    [LibraryImport(Library)]
+    public static partial int virConnectIsAlive(nint conn);
+
+    /// <summary>Registers the one close callback of a connection: <c>void cb(virConnectPtr, int reason, void *opaque)</c>.</summary>
+    [LibraryImport(Library)]
+    public static partial int virConnectRegisterCloseCallback(nint conn, nint callback, nint opaque, nint freeCallback);
+
+    [LibraryImport(Library)]
+    public static partial int virConnectUnregisterCloseCallback(nint conn, nint callback);
+
     [LibraryImport(Library)]
     public static partial int virConnectListAllDomains(nint conn, out nint* domains, uint flags);
 
