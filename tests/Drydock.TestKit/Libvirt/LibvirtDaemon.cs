@@ -23,7 +23,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
     public const string VirtlogdSocketPath = "/run/libvirt/virtlogd-sock";
 
     private readonly TestDirectory _directory;
-    private readonly int? _libvirtdPid;
+    private int? _libvirtdPid;
     private readonly int? _virtlogdPid;
 
     private LibvirtDaemon(TestDirectory directory, int? libvirtdPid, int? virtlogdPid)
@@ -71,7 +71,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
 
             if (restartRunning && await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken))
             {
-                await StopRunningAsync(cancellationToken);
+                await StopRunningAsync("its configuration changed", cancellationToken);
             }
             else if (await Readiness.UnixSocketAnswersAsync(SocketPath, cancellationToken) && (await VirshAsync(["version"], throwOnFailure: false, TimeSpan.FromSeconds(60), cancellationToken)).Succeeded)
             {
@@ -85,11 +85,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
             var daemon = new LibvirtDaemon(directory, pid, virtlogdPid);
             try
             {
-                await WaitForSocketAsync(SocketPath, pid, "libvirtd", cancellationToken);
-
-                var started = System.Diagnostics.Stopwatch.StartNew();
-                await VirshAsync(["version"], throwOnFailure: true, TimeSpan.FromSeconds(120), cancellationToken);
-                TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"libvirtd pid {pid} ready; first call took {started.Elapsed.TotalSeconds:F1} s"));
+                await WaitUntilReadyAsync(pid, cancellationToken);
                 return daemon;
             }
             catch
@@ -103,6 +99,32 @@ public sealed class LibvirtDaemon : IAsyncDisposable
             directory.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Restarts libvirtd under the running domains (FAULTS.md F20): the running daemon is stopped (SIGTERM, waited for),
+    /// <paramref name="whileStopped"/> runs, and a new libvirtd is started and waited for; it reconnects to the QEMU
+    /// processes that are still alive. A daemon this instance owned is replaced by one it owns.
+    /// </summary>
+    /// <exception cref="ServiceStartException">libvirtd did not stop or did not come back.</exception>
+    public async Task RestartAsync(Func<Task>? whileStopped = null, CancellationToken cancellationToken = default)
+    {
+        await StopRunningAsync("a test restarts it", cancellationToken);
+        if (whileStopped is not null)
+        {
+            await whileStopped();
+        }
+
+        var pidFile = _directory.File("libvirtd.pid");
+        File.Delete(pidFile);
+        await ProcessRunner.RunAsync(Tool.Find("/usr/sbin/libvirtd"), ["-d", "-p", pidFile], cancellationToken);
+        var pid = await ReadPidAsync(pidFile, cancellationToken);
+        if (Owned)
+        {
+            _libvirtdPid = pid;
+        }
+
+        await WaitUntilReadyAsync(pid, cancellationToken);
     }
 
     /// <summary>Runs <c>virsh -c qemu:///system ARGS</c>.</summary>
@@ -141,10 +163,18 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         }
     }
 
-    private static async Task StopRunningAsync(CancellationToken cancellationToken)
+    private static async Task WaitUntilReadyAsync(int pid, CancellationToken cancellationToken)
+    {
+        await WaitForSocketAsync(SocketPath, pid, "libvirtd", cancellationToken);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        await VirshAsync(["version"], throwOnFailure: true, TimeSpan.FromSeconds(120), cancellationToken);
+        TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"libvirtd pid {pid} ready; first call took {started.Elapsed.TotalSeconds:F1} s"));
+    }
+
+    private static async Task StopRunningAsync(string reason, CancellationToken cancellationToken)
     {
         var pid = SocketServerPid(SocketPath);
-        TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"restarting libvirtd pid {pid}: its configuration changed"));
+        TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"restarting libvirtd pid {pid}: {reason}"));
         _ = Interop.NativeMethods.Kill(pid, Interop.NativeMethods.SigTerm);
         var waited = System.Diagnostics.Stopwatch.StartNew();
         while (IsAlive(pid))

@@ -250,10 +250,31 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
     public int QemuPid() =>
         int.Parse(File.ReadAllText($"/run/libvirt/qemu/{Name}.pid").Trim(), NumberStyles.None, CultureInfo.InvariantCulture);
 
+    /// <summary>
+    /// Kills QEMU with SIGKILL and waits until the process is gone, without asking libvirt (which may be down: F20).
+    /// </summary>
+    public async Task KillQemuProcessAsync(CancellationToken cancellationToken = default)
+    {
+        var pid = QemuPid();
+        _ = Interop.NativeMethods.Kill(pid, Interop.NativeMethods.SigKill);
+        for (var i = 0; i < 400; i++)
+        {
+            // Gone, or a zombie waiting for libvirtd (its parent) to reap it.
+            if (!File.Exists($"/proc/{pid}/stat") || File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal))
+            {
+                return;
+            }
+
+            await Task.Delay(50, cancellationToken);
+        }
+
+        throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"QEMU (pid {pid}) of {Name} still runs 20 s after SIGKILL."));
+    }
+
     /// <summary>Kills QEMU with SIGKILL (an unclean stop: persistent bitmaps come back inconsistent) and waits until libvirt sees it.</summary>
     public async Task KillQemuAsync(CancellationToken cancellationToken = default)
     {
-        _ = Interop.NativeMethods.Kill(QemuPid(), Interop.NativeMethods.SigKill);
+        await KillQemuProcessAsync(cancellationToken);
         for (var i = 0; i < 200; i++)
         {
             if ((await LibvirtDaemon.VirshAsync(["domstate", Name], cancellationToken)).StandardOutput.Contains("shut off", StringComparison.Ordinal))
