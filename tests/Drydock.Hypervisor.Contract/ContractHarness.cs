@@ -85,6 +85,15 @@ public abstract class ContractHarness : IAsyncDisposable
     /// <summary>Takes a disk's content back in time behind the bitmaps' back (F13).</summary>
     public virtual Task RevertDiskAsync(string target, CancellationToken cancellationToken = default) => Unsupported("a revert");
 
+    /// <summary>Whether a management daemon (libvirtd) stands between the driver and QEMU.</summary>
+    public virtual bool HasManagementDaemon => false;
+
+    /// <summary>
+    /// Restarts the management daemon (libvirtd) under the running domain, the driver connected (F20); the domain's QEMU
+    /// keeps running.
+    /// </summary>
+    public virtual Task RestartManagementDaemonAsync(CancellationToken cancellationToken = default) => Unsupported("a management daemon restart");
+
     /// <summary>Abandons the current driver instance as a dying process would (no release) and opens a new one (F03).</summary>
     public virtual Task ReopenDriverAsync(CancellationToken cancellationToken = default) => Unsupported("a driver restart");
 

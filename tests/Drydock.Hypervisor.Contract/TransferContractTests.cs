@@ -446,6 +446,38 @@ public abstract class TransferContractTests
     }
 
     [Fact]
+    public async Task F20_the_management_daemon_restarting_mid_backup_leaves_the_job_intact_and_its_point_restores()
+    {
+        await using var rig = await StartAsync();
+        if (!rig.H.HasManagementDaemon)
+        {
+            Assert.Skip($"The {rig.H.Driver.Capabilities.Driver} driver talks to no management daemon.");
+        }
+
+        var vda = rig.H.Targets[0];
+        await rig.WriteAsync(vda, 0, 2 * MiB, seed: 1);
+        var full = await rig.BackupAsync(RequestedLevel.Auto);
+        await rig.WriteAsync(vda, 4 * MiB, 1 * MiB, seed: 2);
+
+        // The capture is taken; libvirtd goes away and comes back before a byte is read. QEMU still serves the export,
+        // the driver reconnects, and the job reads, commits and releases on the new connection.
+        rig.Driver.AfterBeginCapture = (_, ct) => rig.H.RestartManagementDaemonAsync(ct);
+        var incremental = await rig.BackupAsync(RequestedLevel.Auto);
+        rig.Driver.AfterBeginCapture = null;
+        Assert.All(incremental.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        Assert.Equal([full.Point, incremental.Point], await rig.PointsAsync());
+        await rig.AssertRestoresAsync(incremental);
+        await rig.AssertCleanAsync();
+
+        // Its checkpoint became the base of the next run.
+        await rig.WriteAsync(vda, 8 * MiB, 1 * MiB, seed: 3);
+        var next = await rig.BackupAsync(RequestedLevel.Auto);
+        Assert.All(next.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        await rig.AssertRestoresAsync(next);
+        await rig.AssertCleanAsync();
+    }
+
+    [Fact]
     public async Task F28_a_job_cancelled_mid_upload_publishes_nothing_and_a_rerun_commits()
     {
         await using var rig = await StartAsync();

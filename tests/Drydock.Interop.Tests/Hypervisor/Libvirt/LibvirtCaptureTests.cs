@@ -79,15 +79,15 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
         var vda = incremental.Disk("vda");
         Assert.Equal("qemu:dirty-bitmap:backup-vda", vda.ChangedBlocksContext);
         Assert.Equal(65536, vda.Granularity);
-        Assert.Equal([(1 * MiB, 64 * 1024L), (10 * MiB, 64 * 1024L)], await DirtyAsync(vda, ct));
-        Assert.Empty(await DirtyAsync(incremental.Disk("vdb"), ct));
+        Assert.Equal([(1 * MiB, 64 * 1024L), (10 * MiB, 64 * 1024L)], await LibvirtTestSupport.DirtyAsync(vda, ct));
+        Assert.Empty(await LibvirtTestSupport.DirtyAsync(incremental.Disk("vdb"), ct));
         await driver.ReleaseCaptureAsync(domain.Uuid, incremental.Id, CaptureOutcome.Committed, ct);
 
         await domain.WriteAsync("vda", 20 * MiB, 128 * 1024, 0x43, ct);
         await domain.WriteAsync("vdb", 0, 4096, 0x44, ct);
         var differential = await driver.BeginCaptureAsync(CaptureRequest.Since(domain.Uuid, "drydock-cp-1", ["vda", "vdb"]), ct);
-        Assert.Equal([(1 * MiB, 64 * 1024L), (10 * MiB, 64 * 1024L), (20 * MiB, 128 * 1024L)], await DirtyAsync(differential.Disk("vda"), ct));
-        Assert.Equal([(0L, 64 * 1024L)], await DirtyAsync(differential.Disk("vdb"), ct));
+        Assert.Equal([(1 * MiB, 64 * 1024L), (10 * MiB, 64 * 1024L), (20 * MiB, 128 * 1024L)], await LibvirtTestSupport.DirtyAsync(differential.Disk("vda"), ct));
+        Assert.Equal([(0L, 64 * 1024L)], await LibvirtTestSupport.DirtyAsync(differential.Disk("vdb"), ct));
         Assert.Null(differential.NewCheckpoint);
         await driver.ReleaseCaptureAsync(domain.Uuid, differential.Id, CaptureOutcome.Committed, ct);
 
@@ -204,14 +204,5 @@ public sealed class LibvirtCaptureTests(LibvirtFixture fixture)
         return [.. json.RootElement.GetProperty("return").EnumerateArray()
             .Where(p => p.GetProperty("type").GetString() == "child<tls-creds-x509>")
             .Select(p => p.GetProperty("name").GetString()!)];
-    }
-
-    private static async Task<List<(long Offset, long Length)>> DirtyAsync(CaptureDisk disk, CancellationToken ct)
-    {
-        var options = new NbdClientOptions();
-        options.MetaContexts.Add(disk.ChangedBlocksContext!);
-        await using var client = await NbdClient.ConnectAsync(disk.Endpoint, options, ct);
-        var map = await client.MapAsync([disk.ChangedBlocksContext!], cancellationToken: ct);
-        return [.. map[disk.ChangedBlocksContext!].Where(e => e.IsDirty).Select(e => ((long)e.Offset, (long)e.Length))];
     }
 }

@@ -1,4 +1,6 @@
+using Drydock.Hypervisor;
 using Drydock.Hypervisor.Libvirt;
+using Drydock.Nbd.Client;
 using Drydock.TestKit.Libvirt;
 using Xunit;
 
@@ -22,6 +24,16 @@ internal static class LibvirtTestSupport
             ScratchDirectory = scratchDirectory ?? fixture.ScratchDirectory,
             WorkerThreads = 2,
         }, cancellationToken: cancellationToken);
+
+    /// <summary>The ranges a capture disk's changed-blocks context marks dirty, read through Drydock.Nbd.</summary>
+    public static async Task<List<(long Offset, long Length)>> DirtyAsync(CaptureDisk disk, CancellationToken ct)
+    {
+        var options = new NbdClientOptions();
+        options.MetaContexts.Add(disk.ChangedBlocksContext!);
+        await using var client = await NbdClient.ConnectAsync(disk.Endpoint, options, ct);
+        var map = await client.MapAsync([disk.ChangedBlocksContext!], cancellationToken: ct);
+        return [.. map[disk.ChangedBlocksContext!].Where(e => e.IsDirty).Select(e => ((long)e.Offset, (long)e.Length))];
+    }
 
     /// <summary>
     /// Asserts, through virsh and QMP (not through the driver), that the domain has no backup job, that no scratch file

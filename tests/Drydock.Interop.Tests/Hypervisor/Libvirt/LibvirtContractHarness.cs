@@ -193,6 +193,11 @@ internal sealed class LibvirtContractHarness : ContractHarness
 
     public override Task KillAsync(CancellationToken cancellationToken = default) => _domain.KillQemuAsync(cancellationToken);
 
+    public override bool HasManagementDaemon => true;
+
+    public override Task RestartManagementDaemonAsync(CancellationToken cancellationToken = default) =>
+        _fixture.Daemon.RestartAsync(cancellationToken: cancellationToken);
+
     public override Task StartAgainAsync(CancellationToken cancellationToken = default) =>
         LibvirtDaemon.VirshAsync(["start", _domain.Name], cancellationToken);
 
