@@ -14,7 +14,7 @@ using Drydock.Benchmarks;
 //   ... -- libvirt-capture-latency [--runs 10] [--write]   libvirt driver vs virsh (LibvirtCaptureLatencyBenchmark.cs; root: starts libvirtd)
 //   ... -- backup-restore [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupPipeline vs nbdcopy, RestorePipeline vs qemu-img convert (Transfer/)
 //   ... -- extent-planning [--extents 100000] [--runs 5] [--work DIR] [--write]   issue 6: block-status walk + ReadPlanner on 1 TiB vs nbdinfo --map (Transfer/)
-//   ... -- chunk-path [--image random|mixed] [--stage nbd|writer|backup|restore|read] [--store memory|null|fs|fs-buffered] [--runs 3]   diagnostic: CPU per stage of the chunk path (Transfer/ChunkPathProfile.cs)
+//   ... -- chunk-path [--image random|mixed] [--stage nbd|writer|backup|restore|read] [--store memory|null|fs|fs-buffered] [--level 1] [--runs 3]   diagnostic: CPU per stage of the chunk path (Transfer/ChunkPathProfile.cs)
 //   ... -- libvirt-backup [--size-mib 2048] [--runs 3] [--work DIR] [--write]   issue 6: BackupJob on libvirt vs virtnbdbackup (Transfer/; root: starts libvirtd)
 switch (args.FirstOrDefault())
 {
@@ -24,7 +24,7 @@ switch (args.FirstOrDefault())
         return await Drydock.Benchmarks.Repository.RepositoryBenchmark.RunAsync(args);
     case "chunk-path":
         return await new Drydock.Benchmarks.Transfer.ChunkPathProfile(
-            OptionText("--image") ?? "random", OptionText("--stage") ?? "backup", OptionText("--store") ?? "memory", Option("--runs", 3), OptionText("--work") ?? "/var/tmp/drydock-bench-transfer", Console.Error).RunAsync(CancellationToken.None);
+            OptionText("--image") ?? "random", OptionText("--stage") ?? "backup", OptionText("--store") ?? "memory", Option("--level", 1), Option("--runs", 3), OptionText("--work") ?? "/var/tmp/drydock-bench-transfer", Console.Error).RunAsync(CancellationToken.None);
     case "nbd-copy-steady" when args.Length > 1:
         Console.Out.WriteLine($"{await NbdCopySteadyState.MedianSecondsAsync(args[1], Option("--runs", 5), CancellationToken.None):0.000}");
         return 0;

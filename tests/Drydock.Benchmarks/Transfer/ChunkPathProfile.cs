@@ -26,7 +26,7 @@ namespace Drydock.Benchmarks.Transfer;
 /// without the in-memory store's copy of every chunk; not restorable).
 /// </summary>
 /// <example><c>Drydock.Benchmarks chunk-path --image random --stage backup --store memory --runs 5</c></example>
-internal sealed class ChunkPathProfile(string image, string stage, string storeKind, int runs, string work, TextWriter log)
+internal sealed class ChunkPathProfile(string image, string stage, string storeKind, int level, int runs, string work, TextWriter log)
 {
     private const string Passphrase = "benchmark";
     private static readonly Guid Domain = Guid.Parse("00000000-0000-0000-0000-0000000000b7");
@@ -134,7 +134,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
         return string.Create(CultureInfo.InvariantCulture, $"{count} chunks");
     }
 
-    private static async Task<string> WriterOnlyAsync(string path, long size, IBlobStore store, CancellationToken cancellationToken)
+    private async Task<string> WriterOnlyAsync(string path, long size, IBlobStore store, CancellationToken cancellationToken)
     {
         using var repository = await InitAsync(store, cancellationToken);
         await using var point = await repository.BeginPointAsync(new PointRequest { DomainId = Domain, DomainName = "profile", WriterId = "profile" }, cancellationToken);
@@ -149,7 +149,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
         return string.Create(CultureInfo.InvariantCulture, $"{stats.UploadedChunks} uploaded, {stats.ZeroChunks} zero, {stats.BytesUploaded / (double)size:0.000} stored");
     }
 
-    private static async Task<string> BackupAsync(NbdUri endpoint, long size, IBlobStore store, CancellationToken cancellationToken)
+    private async Task<string> BackupAsync(NbdUri endpoint, long size, IBlobStore store, CancellationToken cancellationToken)
     {
         using var repository = await InitAsync(store, cancellationToken);
         var (result, manifest) = await BackupRestoreBenchmark.FullBackupAsync(repository, Domain, endpoint, size, "profile", cancellationToken);
@@ -199,8 +199,8 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
         return string.Create(CultureInfo.InvariantCulture, $"{disk.ChunkCount} chunks read");
     }
 
-    private static Task<BackupRepository> InitAsync(IBlobStore store, CancellationToken cancellationToken)
-        => BackupRepository.InitAsync(store, Passphrase, new RepositoryInitOptions { KdfIterations = 1000 }, cancellationToken: cancellationToken);
+    private Task<BackupRepository> InitAsync(IBlobStore store, CancellationToken cancellationToken)
+        => BackupRepository.InitAsync(store, Passphrase, new RepositoryInitOptions { KdfIterations = 1000, CompressionLevel = level }, cancellationToken: cancellationToken);
 
     private readonly record struct Snapshot(TimeSpan Cpu, TimeSpan User, TimeSpan Wall, long Allocated, int Gen0, int Gen1, int Gen2)
     {
