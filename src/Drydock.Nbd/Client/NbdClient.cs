@@ -413,6 +413,14 @@ public sealed class NbdClient : IAsyncDisposable
             return _connections[0];
         }
 
+        // A request issued by an inline continuation (InlineCompletions) stays on the connection whose reader
+        // thread runs it, as nbdcopy keeps each connection's loop to itself: no other reader thread contends for
+        // that connection's locks, and a completed read becomes the next request without crossing threads.
+        if (NbdConnection.CurrentReader is { Failure: null } current && Array.IndexOf(_connections, current) >= 0)
+        {
+            return current;
+        }
+
         var index = (uint)Interlocked.Increment(ref _next) % (uint)_connections.Length;
         return _connections[index];
     }

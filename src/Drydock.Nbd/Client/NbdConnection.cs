@@ -23,6 +23,9 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     // Reads for headers ask for at most this much beyond what is needed (see Ensure).
     private const int HeaderReadSize = 4096;
 
+    [ThreadStatic]
+    private static NbdConnection? t_readerOf;
+
     private readonly Stream _stream;
     private readonly NbdClientOptions _options;
     private readonly IReadOnlyDictionary<uint, string> _contextsById;
@@ -74,6 +77,12 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     public NbdExportInfo Export { get; }
 
     public int Index { get; }
+
+    /// <summary>
+    /// The connection whose reader thread is running the caller (an inline continuation of one of its requests), or
+    /// null on any other thread.
+    /// </summary>
+    public static NbdConnection? CurrentReader => t_readerOf;
 
     /// <summary>Requests in flight right now.</summary>
     public int InFlight
@@ -333,6 +342,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
 
     private void ReadLoop()
     {
+        t_readerOf = this;
         try
         {
             while (true)

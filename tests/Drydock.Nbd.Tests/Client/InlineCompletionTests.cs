@@ -36,6 +36,39 @@ public sealed class InlineCompletionTests
         Assert.False(hopped?.StartsWith("nbd-reader-", StringComparison.Ordinal) ?? false, hopped);
     }
 
+    [Fact]
+    public async Task With_inline_completions_a_request_issued_from_a_continuation_stays_on_that_connection()
+    {
+        await using var server = TestServer.Start();
+        server.Faults.Add(NbdRequestFault.DelayBy(TimeSpan.FromMilliseconds(5), NbdCommand.Read));
+        var options = TestServer.Options();
+        options.Connections = 3;
+        options.InlineCompletions = true;
+        await using var client = await server.ConnectAsync(options: options);
+        Assert.Equal(3, client.Export.Connections);
+
+        // Six chains of five reads: after the first, each read is sent from the reader thread that completed the
+        // previous one, and its reply comes back on that same thread (round-robin would move it to another).
+        var chains = Enumerable.Range(0, 6).Select(async chain =>
+        {
+            var threads = new List<string?>();
+            var buffer = new byte[4096];
+            for (var step = 0; step < 5; step++)
+            {
+                await client.ReadAsync((ulong)(((chain * 5) + step) * 4096), buffer, Ct);
+                threads.Add(Thread.CurrentThread.Name);
+            }
+
+            return threads;
+        });
+
+        foreach (var threads in await Task.WhenAll(chains))
+        {
+            Assert.StartsWith("nbd-reader-", threads[0], StringComparison.Ordinal);
+            Assert.All(threads, name => Assert.Equal(threads[0], name));
+        }
+    }
+
     [Fact(Timeout = 120_000)]
     public async Task Large_writes_issued_from_inline_continuations_complete_and_land()
     {
