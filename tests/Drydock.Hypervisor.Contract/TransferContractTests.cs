@@ -478,6 +478,56 @@ public abstract class TransferContractTests
     }
 
     [Fact]
+    public async Task F23_connections_reset_mid_backup_by_a_proxy_in_front_of_the_export_are_reopened_and_the_point_restores()
+    {
+        await using var rig = await StartAsync();
+        var vda = rig.H.Targets[0];
+        await rig.WriteAsync(vda, 0, 6 * MiB, seed: 1);
+
+        // Every read of vda passes an nbdkit proxy that slows it down; after its first read, all its connections break
+        // (the server stays reachable), and the pipeline must reopen them and go on from the chunks it had not stored.
+        await using var proxies = new NbdkitProxies(o => o.WithDelay(read: TimeSpan.FromMilliseconds(50)));
+        Task? reset = null;
+        rig.Driver.ReplaceCapture = async (capture, ct) =>
+        {
+            var fronted = await proxies.FrontAsync(capture, ct);
+            reset = proxies.ResetAfterFirstReadAsync(vda, ct);
+            return fronted;
+        };
+        var full = await rig.BackupAsync(RequestedLevel.Full);
+        await reset!;
+
+        Assert.True(rig.Report(full, vda).Transfer.Reconnects >= 1, "the reset was not seen: the test injected nothing");
+        Assert.Equal([full.Point], await rig.PointsAsync());
+        await rig.AssertRestoresAsync(full);
+        await rig.AssertCleanAsync();
+    }
+
+    [Fact]
+    public async Task F26_an_EIO_from_nbdkit_in_front_of_the_export_fails_the_job_naming_the_offset_and_publishes_nothing()
+    {
+        await using var rig = await StartAsync();
+        var vda = rig.H.Targets[0];
+        await rig.WriteAsync(vda, 0, 2 * MiB, seed: 1);
+        var first = await rig.BackupAsync(RequestedLevel.Auto);
+
+        await using var proxies = new NbdkitProxies(o => o.WithErrorFilter(rate: 1, error: "EIO", operation: "pread"));
+        rig.Driver.ReplaceCapture = proxies.FrontAsync;
+        var failure = await Assert.ThrowsAnyAsync<Exception>(() => rig.BackupAsync(RequestedLevel.Full));
+
+        var read = ExceptionChain.AssertContains<SourceReadException>(failure);
+        Assert.NotNull(read.Offset);
+        Assert.Contains(read.Offset.Value.ToString(CultureInfo.InvariantCulture), read.Message, StringComparison.Ordinal);
+        Assert.Equal([first.Point], await rig.PointsAsync());
+        await rig.AssertCleanAsync();
+
+        // The failed job's checkpoint was not kept: the next run still has the first point as its base.
+        var next = await rig.BackupAsync(RequestedLevel.Auto);
+        Assert.Equal(first.Point.Sequence, rig.ManifestDisk(next, vda).ParentSequence);
+        await rig.AssertRestoresAsync(next);
+    }
+
+    [Fact]
     public async Task F28_a_job_cancelled_mid_upload_publishes_nothing_and_a_rerun_commits()
     {
         await using var rig = await StartAsync();

@@ -1,4 +1,6 @@
+using Drydock.Nbd;
 using Drydock.Storage;
+using Drydock.TestKit;
 using Xunit;
 
 namespace Drydock.Hypervisor.Contract;
@@ -12,6 +14,12 @@ public sealed class HookedDriver(ContractHarness harness) : IHypervisorDriver
 {
     /// <summary>Runs once, after the next capture began and before the job gets it.</summary>
     public Func<Capture, CancellationToken, Task>? AfterBeginCapture { get; set; }
+
+    /// <summary>
+    /// Runs once, after the next capture began (and after <see cref="AfterBeginCapture"/>): the job gets the capture it
+    /// returns, e.g. with every export behind an nbdkit proxy that injects faults (F23, F26).
+    /// </summary>
+    public Func<Capture, CancellationToken, Task<Capture>>? ReplaceCapture { get; set; }
 
     private IHypervisorDriver Inner => harness.Driver;
 
@@ -32,6 +40,12 @@ public sealed class HookedDriver(ContractHarness harness) : IHypervisorDriver
         {
             AfterBeginCapture = null;
             await hook(capture, cancellationToken);
+        }
+
+        if (ReplaceCapture is { } replace)
+        {
+            ReplaceCapture = null;
+            capture = await replace(capture, cancellationToken);
         }
 
         return capture;
@@ -132,5 +146,79 @@ public static class ExceptionChain
 
         Assert.Fail($"Expected a {typeof(T).Name} in the exception chain, got:\n{Messages(exception)}");
         return null!;
+    }
+}
+
+/// <summary>
+/// nbdkit proxies (its nbd plugin) in front of a capture's exports, so that real NBD faults reach the backup pipeline
+/// between it and the hypervisor's own server: the error filter (F26), or a reset of every connection while the
+/// server stays reachable (F23). Only <c>base:allocation</c> passes through nbdkit, so the backups read in full.
+/// </summary>
+/// <param name="configure">Filters for each proxy.</param>
+public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure) : IAsyncDisposable
+{
+    private readonly List<NbdkitServer> _servers = [];
+    private readonly Dictionary<string, (NbdkitServer Serving, NbdkitServer Standby, string Log)> _byTarget = new(StringComparer.Ordinal);
+
+    /// <summary>Starts a proxy (and a standby for <see cref="ResetAfterFirstReadAsync"/>) per disk; returns the capture pointing at the proxies.</summary>
+    public async Task<Capture> FrontAsync(Capture capture, CancellationToken cancellationToken)
+    {
+        var disks = new List<CaptureDisk>();
+        foreach (var disk in capture.Disks)
+        {
+            var socket = disk.Endpoint.SocketPath is { } path && !disk.Endpoint.IsAbstractSocket
+                ? path
+                : throw new InvalidOperationException($"disk {disk.Target}: the export {disk.Endpoint} is not on a Unix socket path");
+            var log = Path.Combine(Path.GetTempPath(), $"drydock-proxy-{Guid.NewGuid():N}.log");
+            var options = configure(NbdkitOptions.Nbd(socket, disk.ExportName).WithFilter("log", "logfile=" + log)) with { ReadOnly = true };
+            var serving = await StartAsync(options, cancellationToken);
+            var standby = await StartAsync(configure(NbdkitOptions.Nbd(socket, disk.ExportName)) with { ReadOnly = true }, cancellationToken);
+            _byTarget[disk.Target] = (serving, standby, log);
+            disks.Add(disk with { Endpoint = NbdUri.ForUnixSocket(serving.SocketPath!, disk.ExportName) });
+        }
+
+        return capture with { Disks = disks };
+    }
+
+    /// <summary>
+    /// Once the proxy of <paramref name="target"/> has logged its first read, resets every connection to it while the
+    /// socket stays served: the standby's socket is renamed over the proxy's path (new connections reach the standby),
+    /// then the proxy is killed with SIGKILL (its connections break mid-request).
+    /// </summary>
+    public async Task ResetAfterFirstReadAsync(string target, CancellationToken cancellationToken)
+    {
+        var (serving, standby, log) = _byTarget[target];
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(log) || !(await File.ReadAllTextAsync(log, cancellationToken)).Contains("Read ", StringComparison.Ordinal))
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromSeconds(60), $"the proxy of {target} served no read within 60 s");
+            await Task.Delay(5, cancellationToken);
+        }
+
+        File.Move(standby.SocketPath!, serving.SocketPath!, overwrite: true);
+        using var process = System.Diagnostics.Process.GetProcessById(serving.Process.Id);
+        process.Kill();
+        await serving.Process.WaitForExitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var server in _servers)
+        {
+            await server.DisposeAsync();
+        }
+
+        foreach (var (_, _, log) in _byTarget.Values)
+        {
+            File.Delete(log);
+        }
+    }
+
+    private async Task<NbdkitServer> StartAsync(NbdkitOptions options, CancellationToken cancellationToken)
+    {
+        var server = await NbdkitServer.StartAsync(options, cancellationToken);
+        _servers.Add(server);
+        return server;
     }
 }
