@@ -51,6 +51,12 @@ public sealed class LibvirtRestartTests(LibvirtFixture fixture)
 
         Assert.True(await driver.ReleaseCaptureAsync(domain.Uuid, next.Id, CaptureOutcome.Abandoned, ct));
         await LibvirtTestSupport.AssertCleanAsync(fixture, domain, ["drydock-f20-1"], ct);
+
+        // Lifecycle events flow again: the registrations moved to the new connection.
+        await LibvirtDaemon.VirshAsync(["resume", domain.Name], ct);
+        await LibvirtDaemon.VirshAsync(["suspend", domain.Name], ct);
+        await events.WaitForAsync(e => e.Kind == DomainEventKind.Resumed && e.DomainId == domain.Uuid, ct);
+        await events.WaitForAsync(e => e.Kind == DomainEventKind.Paused && e.DomainId == domain.Uuid, ct);
     }
 
     [Fact]
