@@ -369,8 +369,7 @@ internal sealed class QemuContractHarness : ContractHarness
         }
 
         var pid = int.Parse(File.ReadAllText(_domain.PidFile).Trim(), CultureInfo.InvariantCulture);
-        var stat = $"/proc/{pid}/stat";
-        return File.Exists(stat) && !File.ReadAllText(stat).Contains(") Z ", StringComparison.Ordinal) ? pid : null;
+        return ProcessState.IsAlive(pid) ? pid : null;
     }
 
     private async Task SignalAndWaitAsync(string signal, CancellationToken cancellationToken)

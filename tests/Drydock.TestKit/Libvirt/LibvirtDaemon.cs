@@ -142,15 +142,15 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         {
             foreach (var pid in new[] { _libvirtdPid, _virtlogdPid })
             {
-                if (pid is { } p && IsAlive(p))
+                if (pid is { } p && ProcessState.IsAlive(p))
                 {
                     _ = Interop.NativeMethods.Kill(p, Interop.NativeMethods.SigTerm);
-                    for (var i = 0; i < 100 && IsAlive(p); i++)
+                    for (var i = 0; i < 100 && ProcessState.IsAlive(p); i++)
                     {
                         await Task.Delay(100);
                     }
 
-                    if (IsAlive(p))
+                    if (ProcessState.IsAlive(p))
                     {
                         _ = Interop.NativeMethods.Kill(p, Interop.NativeMethods.SigKill);
                     }
@@ -177,7 +177,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         TestKitLog.Write(string.Create(CultureInfo.InvariantCulture, $"restarting libvirtd pid {pid}: {reason}"));
         _ = Interop.NativeMethods.Kill(pid, Interop.NativeMethods.SigTerm);
         var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (IsAlive(pid))
+        while (ProcessState.IsAlive(pid))
         {
             if (waited.Elapsed > TimeSpan.FromSeconds(30))
             {
@@ -204,30 +204,12 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         var waited = System.Diagnostics.Stopwatch.StartNew();
         while (!await Readiness.UnixSocketAnswersAsync(socketPath, cancellationToken))
         {
-            if (waited.Elapsed > TimeSpan.FromSeconds(30) || !IsAlive(pid))
+            if (waited.Elapsed > TimeSpan.FromSeconds(30) || !ProcessState.IsAlive(pid))
             {
                 throw new ServiceStartException($"{daemon} (pid {pid}) did not answer on {socketPath} within 30 s.");
             }
 
             await Task.Delay(100, cancellationToken);
-        }
-    }
-
-    private static bool IsAlive(int pid)
-    {
-        if (Interop.NativeMethods.Kill(pid, 0) != 0)
-        {
-            return false;
-        }
-
-        try
-        {
-            // A zombie answers kill(0) but is gone.
-            return !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
-        }
-        catch (IOException)
-        {
-            return false;
         }
     }
 

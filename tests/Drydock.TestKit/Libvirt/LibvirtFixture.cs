@@ -260,7 +260,7 @@ public sealed class LibvirtTestDomain : IAsyncDisposable
         for (var i = 0; i < 400; i++)
         {
             // Gone, or a zombie waiting for libvirtd (its parent) to reap it.
-            if (!File.Exists($"/proc/{pid}/stat") || File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal))
+            if (!ProcessState.IsAlive(pid))
             {
                 return;
             }
