@@ -1561,51 +1561,37 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
         return _worker.RunAsync(() =>
         {
-            var connection = _connection;
-            LibvirtNativeException lost;
-            try
+            // At most two attempts: the second only after the first found the connection closed and a new one opened.
+            for (var attempt = 1; ; attempt++)
             {
-                return body();
-            }
-            catch (LibvirtNativeException ex) when (!connection.IsAlive())
-            {
-                lost = ex;
-            }
-            catch (LibvirtNativeException ex)
-            {
-                throw LibvirtErrorMapper.Map(ex.Error, kind, operation, HostName, domainId, checkpoint);
-            }
-            catch (FormatException ex)
-            {
-                throw Unreadable(ex);
-            }
+                var connection = _connection;
+                try
+                {
+                    return body();
+                }
+                catch (LibvirtNativeException ex) when (attempt == 1 && !connection.IsAlive())
+                {
+                    AwaitReconnection(connection, operation, domainId, ex.Error, cancellationToken);
+                    if (!repeatable)
+                    {
+                        throw new HypervisorConnectionException(
+                            $"The connection to libvirt on host '{HostName}' was lost while trying to {operation} ({ex.Error.Message}). It has been re-established, but the operation was not repeated: it may have taken effect.",
+                            domainId,
+                            ex);
+                    }
 
-            AwaitReconnection(connection, operation, domainId, lost.Error, cancellationToken);
-            if (!repeatable)
-            {
-                throw new HypervisorConnectionException(
-                    $"The connection to libvirt on host '{HostName}' was lost while trying to {operation} ({lost.Error.Message}). It has been re-established, but the operation was not repeated: it may have taken effect.",
-                    domainId,
-                    lost);
-            }
-
-            LogRepeating(operation, domainId);
-            try
-            {
-                return body();
-            }
-            catch (LibvirtNativeException ex)
-            {
-                throw LibvirtErrorMapper.Map(ex.Error, kind, operation, HostName, domainId, checkpoint);
-            }
-            catch (FormatException ex)
-            {
-                throw Unreadable(ex);
+                    LogRepeating(operation, domainId);
+                }
+                catch (LibvirtNativeException ex)
+                {
+                    throw LibvirtErrorMapper.Map(ex.Error, kind, operation, HostName, domainId, checkpoint);
+                }
+                catch (FormatException ex)
+                {
+                    throw new HypervisorException($"libvirt returned XML the driver cannot read while trying to {operation} (domain '{domainId}', host '{HostName}'): {ex.Message}", domainId, innerException: ex);
+                }
             }
         }, cancellationToken);
-
-        HypervisorException Unreadable(FormatException ex) =>
-            new($"libvirt returned XML the driver cannot read while trying to {operation} (domain '{domainId}', host '{HostName}'): {ex.Message}", domainId, innerException: ex);
     }
 
     /// <summary>Opens a connection with the configured keep-alive.</summary>
@@ -1715,11 +1701,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         }
     }
 
-    /// <summary>
-    /// F20: after a reconnect, a capture goes on only when its backup job (by capture id) and its NBD socket are still
-    /// there; any other is marked broken (it can no longer be committed) and published as
-    /// <see cref="DomainEventKind.CaptureBroken"/>.
-    /// </summary>
+    /// <summary>Why a capture cannot go on after a reconnect, or null when its backup job and NBD socket are still there.</summary>
     private string? CaptureProblem(string captureId, CaptureRecord record)
     {
         using var domain = _connection.LookupDomain(record.DomainId);
@@ -1736,6 +1718,11 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
         return record.Socket is { } socket && !File.Exists(socket) ? $"its NBD socket {socket} is gone" : null;
     }
 
+    /// <summary>
+    /// F20: after a reconnect, a capture goes on only when its backup job (by capture id) and its NBD socket are still
+    /// there; any other is marked broken (it can no longer be committed) and published as
+    /// <see cref="DomainEventKind.CaptureBroken"/>.
+    /// </summary>
     private void CheckCapturesAfterReconnect()
     {
         foreach (var (captureId, record) in _captures)
