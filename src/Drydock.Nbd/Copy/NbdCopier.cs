@@ -117,6 +117,7 @@ public sealed class NbdCopier
     private async Task PlanAsync(ChannelWriter<CopyRange> ranges, ulong size, bool useMap, uint requestSize)
     {
         var stop = _stop!;
+        var segment = (ulong)requestSize * RequestsPerSegment;
         try
         {
             for (ulong window = 0; window < size; window += _options.MapWindow)
@@ -133,7 +134,6 @@ public sealed class NbdCopier
                         continue;
                     }
 
-                    var segment = (ulong)requestSize * RequestsPerSegment;
                     for (var at = extent.Offset; at < extent.End; at += segment)
                     {
                         await ranges.WriteAsync(new CopyRange(at, Math.Min(segment, extent.End - at)), stop.Token);
