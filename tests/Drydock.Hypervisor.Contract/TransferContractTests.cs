@@ -486,7 +486,7 @@ public abstract class TransferContractTests
 
         // Every read of vda passes an nbdkit proxy that slows it down; after its first read, all its connections break
         // (the server stays reachable), and the pipeline must reopen them and go on from the chunks it had not stored.
-        await using var proxies = new NbdkitProxies(o => o.WithDelay(read: TimeSpan.FromMilliseconds(50)));
+        await using var proxies = new NbdkitProxies(o => o.WithDelay(read: TimeSpan.FromMilliseconds(50)), resettable: true);
         Task? reset = null;
         rig.Driver.ReplaceCapture = async (capture, ct) =>
         {

@@ -155,12 +155,14 @@ public static class ExceptionChain
 /// server stays reachable (F23). Only <c>base:allocation</c> passes through nbdkit, so the backups read in full.
 /// </summary>
 /// <param name="configure">Filters for each proxy.</param>
-public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure) : IAsyncDisposable
+/// <param name="resettable">Whether <see cref="ResetAfterFirstReadAsync"/> will be used: each proxy then logs its requests
+/// and has a standby started beside it.</param>
+public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure, bool resettable = false) : IAsyncDisposable
 {
     private readonly List<NbdkitServer> _servers = [];
-    private readonly Dictionary<string, (NbdkitServer Serving, NbdkitServer Standby, string Log)> _byTarget = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (NbdkitServer Serving, NbdkitServer? Standby, string? Log)> _byTarget = new(StringComparer.Ordinal);
 
-    /// <summary>Starts a proxy (and a standby for <see cref="ResetAfterFirstReadAsync"/>) per disk; returns the capture pointing at the proxies.</summary>
+    /// <summary>Starts a proxy (and, when resettable, its standby) per disk; returns the capture pointing at the proxies.</summary>
     public async Task<Capture> FrontAsync(Capture capture, CancellationToken cancellationToken)
     {
         var disks = new List<CaptureDisk>();
@@ -169,10 +171,10 @@ public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure) 
             var socket = disk.Endpoint.SocketPath is { } path && !disk.Endpoint.IsAbstractSocket
                 ? path
                 : throw new InvalidOperationException($"disk {disk.Target}: the export {disk.Endpoint} is not on a Unix socket path");
-            var log = Path.Combine(Path.GetTempPath(), $"drydock-proxy-{Guid.NewGuid():N}.log");
-            var options = configure(NbdkitOptions.Nbd(socket, disk.ExportName).WithFilter("log", "logfile=" + log)) with { ReadOnly = true };
-            var serving = await StartAsync(options, cancellationToken);
-            var standby = await StartAsync(configure(NbdkitOptions.Nbd(socket, disk.ExportName)) with { ReadOnly = true }, cancellationToken);
+            var proxy = configure(NbdkitOptions.Nbd(socket, disk.ExportName)) with { ReadOnly = true };
+            var log = resettable ? Path.Combine(Path.GetTempPath(), $"drydock-proxy-{Guid.NewGuid():N}.log") : null;
+            var serving = await StartAsync(log is null ? proxy : proxy.WithFilter("log", "logfile=" + log), cancellationToken);
+            var standby = resettable ? await StartAsync(proxy, cancellationToken) : null;
             _byTarget[disk.Target] = (serving, standby, log);
             disks.Add(disk with { Endpoint = NbdUri.ForUnixSocket(serving.SocketPath!, disk.ExportName) });
         }
@@ -187,7 +189,11 @@ public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure) 
     /// </summary>
     public async Task ResetAfterFirstReadAsync(string target, CancellationToken cancellationToken)
     {
-        var (serving, standby, log) = _byTarget[target];
+        if (_byTarget[target] is not (var serving, { } standby, { } log))
+        {
+            throw new InvalidOperationException("these proxies were not made resettable");
+        }
+
         var waited = System.Diagnostics.Stopwatch.StartNew();
         while (!File.Exists(log) || !(await File.ReadAllTextAsync(log, cancellationToken)).Contains("Read ", StringComparison.Ordinal))
         {
@@ -211,7 +217,10 @@ public sealed class NbdkitProxies(Func<NbdkitOptions, NbdkitOptions> configure) 
 
         foreach (var (_, _, log) in _byTarget.Values)
         {
-            File.Delete(log);
+            if (log is not null)
+            {
+                File.Delete(log);
+            }
         }
     }
 
