@@ -79,9 +79,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
                 return new LibvirtDaemon(directory, null, virtlogdPid);
             }
 
-            var pidFile = directory.File("libvirtd.pid");
-            await ProcessRunner.RunAsync(libvirtd, ["-d", "-p", pidFile], cancellationToken);
-            var pid = await ReadPidAsync(pidFile, cancellationToken);
+            var pid = await LaunchLibvirtdAsync(libvirtd, directory, cancellationToken);
             var daemon = new LibvirtDaemon(directory, pid, virtlogdPid);
             try
             {
@@ -115,10 +113,7 @@ public sealed class LibvirtDaemon : IAsyncDisposable
             await whileStopped();
         }
 
-        var pidFile = _directory.File("libvirtd.pid");
-        File.Delete(pidFile);
-        await ProcessRunner.RunAsync(Tool.Find("/usr/sbin/libvirtd"), ["-d", "-p", pidFile], cancellationToken);
-        var pid = await ReadPidAsync(pidFile, cancellationToken);
+        var pid = await LaunchLibvirtdAsync(Tool.Find("/usr/sbin/libvirtd"), _directory, cancellationToken);
         if (Owned)
         {
             _libvirtdPid = pid;
@@ -161,6 +156,15 @@ public sealed class LibvirtDaemon : IAsyncDisposable
         {
             _directory.Dispose();
         }
+    }
+
+    /// <summary>Starts <c>libvirtd -d</c> with its pid file in <paramref name="directory"/> and returns its pid.</summary>
+    private static async Task<int> LaunchLibvirtdAsync(string libvirtd, TestDirectory directory, CancellationToken cancellationToken)
+    {
+        var pidFile = directory.File("libvirtd.pid");
+        File.Delete(pidFile);
+        await ProcessRunner.RunAsync(libvirtd, ["-d", "-p", pidFile], cancellationToken);
+        return await ReadPidAsync(pidFile, cancellationToken);
     }
 
     private static async Task WaitUntilReadyAsync(int pid, CancellationToken cancellationToken)
