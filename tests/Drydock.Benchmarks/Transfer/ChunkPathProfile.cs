@@ -4,7 +4,6 @@ using System.Globalization;
 using Drydock.Nbd;
 using Drydock.Nbd.Client;
 using Drydock.Repository;
-using Drydock.Repository.Format;
 using Drydock.Repository.Write;
 using Drydock.Storage;
 using Drydock.Storage.FileSystem;
@@ -137,15 +136,7 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
     private async Task<string> WriterOnlyAsync(string path, long size, IBlobStore store, CancellationToken cancellationToken)
     {
         using var repository = await InitAsync(store, cancellationToken);
-        await using var point = await repository.BeginPointAsync(new PointRequest { DomainId = Domain, DomainName = "profile", WriterId = "profile" }, cancellationToken);
-        var writer = await point.AddDiskAsync(new DiskRequest { Name = "vda", Identity = "profile-vda", VirtualSize = size, Level = DiskBackupLevel.Full }, cancellationToken);
-        await using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 0))
-        {
-            await writer.WriteAllAsync(file, cancellationToken);
-        }
-
-        var manifest = await point.CommitAsync(cancellationToken);
-        var stats = manifest.Disks[0].Stats;
+        var stats = await BackupRestoreBenchmark.WriteImageAsync(repository, Domain, path, size, "profile", cancellationToken);
         return string.Create(CultureInfo.InvariantCulture, $"{stats.UploadedChunks} uploaded, {stats.ZeroChunks} zero, {stats.BytesUploaded / (double)size:0.000} stored");
     }
 
@@ -212,32 +203,5 @@ internal sealed class ChunkPathProfile(string image, string stage, string storeK
 
         public static Snapshot operator -(Snapshot a, Snapshot b)
             => new(a.Cpu - b.Cpu, a.User - b.User, a.Wall - b.Wall, a.Allocated - b.Allocated, a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2);
-    }
-
-    // Drops chunk puts (and says no chunk exists); every other object goes to the inner store.
-    private sealed class ChunkDroppingStore(IBlobStore inner) : IBlobStore
-    {
-        public string Location => inner.Location;
-
-        public Task<BlobProperties> PutAsync(string name, ReadOnlyMemory<byte> content, BlobCondition condition, CancellationToken cancellationToken = default)
-            => name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal)
-                ? Task.FromResult(new BlobProperties(name, content.Length, "\"dropped\"", DateTimeOffset.UnixEpoch))
-                : inner.PutAsync(name, content, condition, cancellationToken);
-
-        public Task<BlobContent> GetAsync(string name, BlobRange range, long maxLength, CancellationToken cancellationToken = default)
-            => inner.GetAsync(name, range, maxLength, cancellationToken);
-
-        public Task<BlobProperties?> GetPropertiesAsync(string name, CancellationToken cancellationToken = default)
-            => name.StartsWith(ObjectNames.ChunksPrefix, StringComparison.Ordinal)
-                ? Task.FromResult<BlobProperties?>(null)
-                : inner.GetPropertiesAsync(name, cancellationToken);
-
-        public Task<bool> DeleteAsync(string name, string? ifMatch = null, CancellationToken cancellationToken = default)
-            => inner.DeleteAsync(name, ifMatch, cancellationToken);
-
-        public Task<BlobListPage> ListPageAsync(string prefix, string? continuation, int maxResults, CancellationToken cancellationToken = default)
-            => inner.ListPageAsync(prefix, continuation, maxResults, cancellationToken);
-
-        public Task FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
     }
 }

@@ -43,23 +43,27 @@ internal sealed class LibvirtBackupBenchmark(long size, int runs, string work, T
             var peerOutput = Path.Combine(work, "virtnbdbackup");
 
             // Full: run 0 is the warm-up.
-            var fulls = new List<(Pair Pair, long Stored, long PeerStored)>();
+            var fulls = new List<(Pair Pair, long Stored, long PeerStored, double QemuCpu, double PeerQemuCpu)>();
             for (var run = 0; run <= runs; run++)
             {
                 await DeleteCheckpointsAsync(ours.Name, cancellationToken);
                 await DeleteCheckpointsAsync(theirs.Name, cancellationToken);
                 DeleteDirectory(peerOutput);
+                var peerQemu = CpuSeconds(theirs.QemuPid());
                 var peer = await BackupRestoreBenchmark.TimeAsync(PeerCommand(theirs.Name, "full", peerOutput), cancellationToken);
+                peerQemu = CpuSeconds(theirs.QemuPid()) - peerQemu;
                 var peerStored = DirectorySize(peerOutput);
                 DeleteDirectory(repositoryPath);
                 using var repository = await BackupRepository.InitAsync(
                     new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = repositoryPath }), Passphrase, new RepositoryInitOptions { KdfIterations = 1000 }, cancellationToken: cancellationToken);
+                var qemu = CpuSeconds(ours.QemuPid());
                 var (sample, _) = await DrydockAsync(driver, repository, ours.Name, RequestedLevel.Full, cancellationToken);
+                qemu = CpuSeconds(ours.QemuPid()) - qemu;
                 var stored = DirectorySize(repositoryPath);
-                await log.WriteLineAsync(Invariant($"full run {run}/{runs}: virtnbdbackup {peer.Seconds:0.000} s ({peerStored / 1048576.0:0.0} MiB), drydock {sample.Seconds:0.000} s ({stored / 1048576.0:0.0} MiB)"));
+                await log.WriteLineAsync(Invariant($"full run {run}/{runs}: virtnbdbackup {peer.Seconds:0.000} s ({peerStored / 1048576.0:0.0} MiB, its QEMU {peerQemu:0.00} CPU-s), drydock {sample.Seconds:0.000} s (CPU {sample.CpuSeconds:0.00} s, {stored / 1048576.0:0.0} MiB, its QEMU {qemu:0.00} CPU-s)"));
                 if (run > 0)
                 {
-                    fulls.Add((new Pair(peer, sample, 0), stored, peerStored));
+                    fulls.Add((new Pair(peer, sample, 0), stored, peerStored, qemu, peerQemu));
                 }
             }
 
@@ -154,6 +158,14 @@ internal sealed class LibvirtBackupBenchmark(long size, int runs, string work, T
         }
     }
 
+    // User + system CPU seconds a process has used so far (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s).
+    private static double CpuSeconds(int pid)
+    {
+        var stat = File.ReadAllText(Invariant($"/proc/{pid}/stat"));
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+    }
+
     private static long DirectorySize(string path) =>
         Directory.Exists(path) ? Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
 
@@ -165,7 +177,7 @@ internal sealed class LibvirtBackupBenchmark(long size, int runs, string work, T
         }
     }
 
-    private string Report(List<(Pair Pair, long Stored, long PeerStored)> fulls, List<(string Pattern, List<Pair> Pairs, long PeerGrowth, long OurGrowth)> incrementals, long dirtyBytes, string loadBefore)
+    private string Report(List<(Pair Pair, long Stored, long PeerStored, double QemuCpu, double PeerQemuCpu)> fulls, List<(string Pattern, List<Pair> Pairs, long PeerGrowth, long OurGrowth)> incrementals, long dirtyBytes, string loadBefore)
     {
         static double Med(IEnumerable<double> values) => BackupRestoreBenchmark.Median([.. values]);
         var text = new StringBuilder();
@@ -175,6 +187,12 @@ internal sealed class LibvirtBackupBenchmark(long size, int runs, string work, T
         text.Append("virtnbdbackup 1.9.15 is a Python process (its start-up is in its time); `-z` is its lz4 compression; `-n` only hides its progress bar. ");
         text.Append("Before each full, every checkpoint of both domains is deleted (untimed). ");
         text.Append(Invariant($"Incrementals: before each run, {dirtyBytes / 1048576.0:0.0} MiB (1 %) at fresh random places, written into both domains through the virtio device with HMP `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P …\"` (untimed).\n\n"));
+        var drydockCpu = Med(fulls.Select(f => f.Pair.Ours.CpuSeconds));
+        var qemuCpu = Med(fulls.Select(f => f.QemuCpu));
+        var peerTime = Med(fulls.Select(f => f.Pair.Peer.Seconds));
+        text.Append(Invariant($"Full, CPU: the domain's QEMU (serving the NBD export, reading the qcow2) used {qemuCpu:0.00} CPU-s during Drydock's run and {Med(fulls.Select(f => f.PeerQemuCpu)):0.00} during virtnbdbackup's. "));
+        text.Append(Invariant($"Drydock's run needs {drydockCpu:0.00} + {qemuCpu:0.00} CPU-s on {Environment.ProcessorCount} cores, so it cannot take less than {(drydockCpu + qemuCpu) / Environment.ProcessorCount:0.00} s ({(drydockCpu + qemuCpu) / Environment.ProcessorCount / peerTime:0.00} of the peer's time) however well it overlaps; "));
+        text.Append(Invariant($"the target (≤ {peerTime / 3:0.00} s) needs both together under {Environment.ProcessorCount * peerTime / 3:0.00} CPU-s on these cores.\n\n"));
         text.Append("| backup | peer command | virtnbdbackup s | Drydock s | Drydock ÷ peer time | target | met | Drydock CPU s | peer CPU s | stored MiB (Drydock / peer) | bytes read ÷ dirty |\n");
         text.Append("|---|---|---:|---:|---:|---|---|---:|---:|---|---:|\n");
         var fullRatio = Med(fulls.Select(f => f.Pair.Ours.Seconds)) / Med(fulls.Select(f => f.Pair.Peer.Seconds));
