@@ -58,13 +58,45 @@ public static class DrydockNames
     public static bool IsOwned(string name) => name.StartsWith(Prefix, StringComparison.Ordinal);
 
     /// <summary>
-    /// A new checkpoint name: the prefix, the UTC instant to the second, and a random suffix, e.g.
-    /// <c>drydock-20250102T030405Z-1a2b3c4d</c>. Sorts by creation time.
+    /// A new checkpoint name: the prefix, the UTC instant to the second, the chain's tag when given, and a random suffix,
+    /// e.g. <c>drydock-20250102T030405Z-9f8e7d6c-1a2b3c4d</c> (without a tag: <c>drydock-20250102T030405Z-1a2b3c4d</c>).
+    /// Sorts by creation time.
     /// </summary>
     /// <param name="now">The current time (from the caller's <see cref="TimeProvider"/>).</param>
+    /// <param name="chainTag">The tag of the chain the checkpoint belongs to (<see cref="ChainTag"/>), or null.</param>
     /// <returns>The name.</returns>
-    public static string NewCheckpointName(DateTimeOffset now) =>
-        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Prefix}{now.UtcDateTime:yyyyMMdd'T'HHmmss'Z'}-{RandomSuffix()}");
+    public static string NewCheckpointName(DateTimeOffset now, string? chainTag = null)
+    {
+        if (chainTag is not null && !IsChainTag(chainTag))
+        {
+            throw new ArgumentException($"'{chainTag}' is not a chain tag (eight lowercase hex digits).", nameof(chainTag));
+        }
+
+        var tag = chainTag is null ? string.Empty : chainTag + "-";
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Prefix}{now.UtcDateTime:yyyyMMdd'T'HHmmss'Z'}-{tag}{RandomSuffix()}");
+    }
+
+    /// <summary>
+    /// The tag that marks the checkpoints of one chain: the first eight hex digits of the repository's id. Several
+    /// repositories may back up the same domain (a local and an offsite copy); each deletes only checkpoints that carry
+    /// its own tag (or that its committed points name), never another repository's.
+    /// </summary>
+    /// <param name="repositoryId">The repository.</param>
+    /// <returns>Eight lowercase hex digits.</returns>
+    public static string ChainTag(Guid repositoryId) => repositoryId.ToString("N")[..8];
+
+    /// <summary>The chain tag a checkpoint name carries (<see cref="NewCheckpointName"/> with a tag), or null for a name
+    /// without one (made before tags existed, or by hand).</summary>
+    /// <param name="name">A checkpoint name.</param>
+    /// <returns>The tag or null.</returns>
+    public static string? ChainTagOf(string name)
+    {
+        // drydock-<16-character instant>-<tag>-<suffix>
+        var parts = IsOwned(name) ? name[Prefix.Length..].Split('-') : [];
+        return parts.Length == 3 && parts[0].Length == 16 && IsChainTag(parts[1]) ? parts[1] : null;
+    }
+
+    private static bool IsChainTag(string text) => text.Length == 8 && text.All(c => char.IsAsciiDigit(c) || c is >= 'a' and <= 'f');
 
     /// <summary>Eight random lowercase hex digits.</summary>
     /// <returns>The suffix.</returns>

@@ -14,6 +14,13 @@ public sealed record ReconcilePlan
     /// checkpoint with Drydock's prefix is deleted. Null leaves checkpoints alone. Foreign checkpoints are never touched.
     /// </summary>
     public IReadOnlySet<string>? KeepCheckpoints { get; init; }
+
+    /// <summary>
+    /// The chain whose checkpoints are reconciled (<see cref="DrydockNames.ChainTag"/> of its repository). When set, a
+    /// Drydock checkpoint is deleted only if it carries this tag: another repository's chain of the same domain, and
+    /// untagged names, are left alone. Null: every Drydock checkpoint not kept is deleted (one repository per domain).
+    /// </summary>
+    public string? ChainTag { get; init; }
 }
 
 /// <summary>What reconciliation did.</summary>
@@ -49,7 +56,8 @@ public static class HypervisorReconciliation
         {
             foreach (var checkpoint in await driver.ListCheckpointsAsync(plan.DomainId, cancellationToken))
             {
-                if (checkpoint.IsOwned && !keep.Contains(checkpoint.Name))
+                if (checkpoint.IsOwned && !keep.Contains(checkpoint.Name)
+                    && (plan.ChainTag is null || DrydockNames.ChainTagOf(checkpoint.Name) == plan.ChainTag))
                 {
                     try
                     {

@@ -275,6 +275,51 @@ public abstract class TransferContractTests
     }
 
     [Fact]
+    public async Task Two_repositories_backing_up_the_domain_alternately_keep_both_chains_incremental_and_exact()
+    {
+        // A local and an offsite repository of the same domain: each job deletes only its own chain's checkpoints, so
+        // neither chain loses its base to the other's orphan sweep or rotation.
+        await using var rig = await StartAsync();
+        var vda = rig.H.Targets[0];
+        using var offsite = await BackupRepository.InitAsync(
+            new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = rig.Directory.CreateSubdirectory("offsite"), Durable = false }),
+            "offsite passphrase",
+            new RepositoryInitOptions { ChunkSize = 256 * 1024, KdfIterations = 1000 },
+            new RepositoryOptions { MaxParallelism = 2, QueueDepth = 4 },
+            cancellationToken: Ct);
+        async Task<(BackupJobResult Result, byte[] Disk)> OffsiteAsync(RequestedLevel level)
+        {
+            var job = new BackupJob(rig.Driver, offsite, new BackupJobOptions { Pipeline = new BackupPipelineOptions { Connections = 2, ReadsInFlight = 8 } });
+            var result = await job.RunAsync(new BackupJobRequest { Domain = rig.H.DomainId, Level = level, Disks = [vda], AllowFallback = false }, cancellationToken: Ct);
+            return (result, await rig.H.ReadLiveAsync(vda, 0, checked((int)result.Manifest.Disks[0].VirtualSize), Ct));
+        }
+
+        await rig.WriteAsync(vda, 0, 1 * MiB, seed: 1);
+        await rig.BackupAsync(RequestedLevel.Full, [vda]);
+        var (offsiteFull, _) = await OffsiteAsync(RequestedLevel.Full);
+        await rig.WriteAsync(vda, 2 * MiB, 64 * 1024, seed: 2);
+        var local = await rig.BackupAsync(RequestedLevel.Incremental, [vda]);
+        await rig.WriteAsync(vda, 3 * MiB, 64 * 1024, seed: 3);
+        var (offsiteInc, offsiteDisk) = await OffsiteAsync(RequestedLevel.Incremental);
+        await rig.WriteAsync(vda, 4 * MiB, 64 * 1024, seed: 4);
+        var local2 = await rig.BackupAsync(RequestedLevel.Incremental, [vda]);
+
+        Assert.Equal(DiskBackupLevel.Incremental, rig.Report(local, vda).Level);
+        Assert.Equal(DiskBackupLevel.Incremental, rig.Report(local2, vda).Level);
+        Assert.Equal(DiskBackupLevel.Incremental, offsiteInc.Disks[0].Level);
+        Assert.Equal(offsiteFull.Point.Sequence, offsiteInc.Manifest.Disks[0].ParentSequence);
+        var names = await rig.CheckpointNamesAsync();
+        Assert.Contains(rig.ManifestDisk(local2, vda).CheckpointName!, names);
+        Assert.Contains(offsiteInc.Manifest.Disks[0].CheckpointName!, names);
+        await rig.AssertRestoresAsync(local);
+        await rig.AssertRestoresAsync(local2);
+        var restored = await new RestoreJob(offsite, new RestorePipelineOptions { Connections = 2 }).ToDirectoryAsync(
+            rig.Request(offsiteInc), rig.Directory.File("offsite-restore"), DiskImageFormat.Raw, cancellationToken: Ct);
+        AssertSameBytes(offsiteDisk, await File.ReadAllBytesAsync(Assert.Single(restored.Disks).Destination, Ct), "offsite point restored");
+        await rig.AssertCleanAsync();
+    }
+
+    [Fact]
     public async Task F03_a_capture_left_by_a_dead_run_is_released_and_the_next_job_is_incremental_from_the_last_committed_checkpoint()
     {
         await using var rig = await StartAsync();
@@ -283,8 +328,9 @@ public abstract class TransferContractTests
         var full = await rig.BackupAsync(RequestedLevel.Auto);
         var committed = Assert.Single(full.Manifest.Disks.Select(d => d.CheckpointName).Where(c => c is not null).Distinct());
 
-        // A run that captured with a new checkpoint and died before it committed or released anything.
-        var orphanCheckpoint = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(20000));
+        // A run of this chain (its checkpoints carry this repository's tag) that captured with a new checkpoint and died
+        // before it committed or released anything.
+        var orphanCheckpoint = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(20000), DrydockNames.ChainTag(rig.Repository.RepositoryId));
         await rig.H.Driver.BeginCaptureAsync(CaptureRequest.Since(rig.H.DomainId, committed!, rig.H.Targets, orphanCheckpoint), Ct);
         await rig.H.ReopenDriverAsync(Ct);
         await rig.WriteAsync(vda, 3 * MiB, 64 * 1024, seed: 2);

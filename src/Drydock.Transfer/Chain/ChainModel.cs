@@ -104,6 +104,14 @@ public sealed record ChainPlanInput
     /// the saved XML failed validation, F05), with why. A disk whose base is one of them goes full. Default none.
     /// </summary>
     public IReadOnlyDictionary<string, string> UnusableCheckpoints { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The tag of this chain's checkpoints (<see cref="DrydockNames.ChainTag"/> of the repository). When set, only
+    /// checkpoints of this chain are ever deleted: those carrying the tag and those the committed points name; a
+    /// Drydock checkpoint of another repository's chain, or an untagged one no point of this chain names, is left
+    /// alone like a foreign one. Null treats every Drydock checkpoint as this chain's (one repository per domain).
+    /// </summary>
+    public string? ChainTag { get; init; }
 }
 
 /// <summary>Why a disk is read in full.</summary>

@@ -163,6 +163,31 @@ public static class ChainPlanner
         return keep;
     }
 
+    /// <summary>
+    /// Whether a checkpoint is this chain's to delete: Drydock's, and either carrying <paramref name="chainTag"/> or named
+    /// by one of the chain's committed points. With no tag every Drydock checkpoint counts (see
+    /// <see cref="ChainPlanInput.ChainTag"/>).
+    /// </summary>
+    /// <param name="name">The checkpoint name.</param>
+    /// <param name="chainTag">The chain's tag, or null.</param>
+    /// <param name="points">The chain's committed points.</param>
+    /// <returns>True when the chain may delete it.</returns>
+    public static bool BelongsToChain(string name, string? chainTag, IEnumerable<ChainPoint> points)
+    {
+        ArgumentNullException.ThrowIfNull(points);
+        if (!DrydockNames.IsOwned(name))
+        {
+            return false;
+        }
+
+        if (chainTag is null || string.Equals(DrydockNames.ChainTagOf(name), chainTag, StringComparison.Ordinal))
+        {
+            return true;
+        }
+
+        return points.Any(p => p.Disks.Any(d => string.Equals(d.CheckpointName, name, StringComparison.Ordinal)));
+    }
+
     private static DiskDecision PlanDisk(
         ChainPlanInput input,
         string target,
@@ -297,10 +322,13 @@ public static class ChainPlanner
         IReadOnlyList<ChainPoint> points,
         Dictionary<string, CheckpointInfo> checkpoints)
     {
+        // Ours to delete: Drydock's, and this chain's (another repository's chain is left alone).
         var owned = new SortedSet<string>(StringComparer.Ordinal);
+        var present = new HashSet<string>(StringComparer.Ordinal);
         foreach (var name in checkpoints.Keys.Concat(input.Disks.SelectMany(d => d.Bitmaps).Select(b => b.Checkpoint)))
         {
-            if (DrydockNames.IsOwned(name))
+            present.Add(name);
+            if (BelongsToChain(name, input.ChainTag, points))
             {
                 owned.Add(name);
             }
@@ -310,7 +338,8 @@ public static class ChainPlanner
         var named = new HashSet<string>(StringComparer.Ordinal);
 
         // F02: a stale checkpoint or bitmap holding the new name would fail the capture ("already exists"). Once, first.
-        if (owned.Contains(input.NewCheckpoint))
+        // The new name is this run's own choice, so whatever holds it is a stale leftover of ours, tag or not.
+        if (DrydockNames.IsOwned(input.NewCheckpoint) && present.Contains(input.NewCheckpoint))
         {
             result.Add(new CheckpointRepair(CheckpointRepairKind.Delete, input.NewCheckpoint, null, "a stale checkpoint or bitmap holds the new checkpoint's name"));
             named.Add(input.NewCheckpoint);

@@ -43,4 +43,7 @@ public sealed partial class BackupJob
 
     [LoggerMessage(EventId = 13, Level = LogLevel.Error, Message = "Backup of domain {DomainId} failed: {Reason}")]
     private static partial void LogFailed(ILogger logger, Exception exception, string domainId, string reason);
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Information, Message = "Domain {DomainId}: capture {CaptureId} belongs to another repository's chain (checkpoint {Checkpoint}); left alone")]
+    private static partial void LogLeftoverOfOtherChain(ILogger logger, string domainId, string captureId, string checkpoint);
 }

@@ -92,9 +92,10 @@ public sealed class BackupJobOptions
     /// <summary>Disks backed up at once. Default 2.</summary>
     public int DiskParallelism { get; set; } = 2;
 
-    /// <summary>Names the new checkpoint from the current time. Default <see cref="DrydockNames.NewCheckpointName"/>; tests
+    /// <summary>Names the new checkpoint from the current time. Default (null) <see cref="DrydockNames.NewCheckpointName"/> with the
+    /// repository's chain tag; tests
     /// pin it to leave a stale checkpoint under the next name (F02).</summary>
-    internal Func<DateTimeOffset, string> CheckpointNamer { get; set; } = DrydockNames.NewCheckpointName;
+    internal Func<DateTimeOffset, string>? CheckpointNamer { get; set; }
 }
 
 /// <summary>
@@ -171,7 +172,7 @@ public sealed partial class BackupJob
 
             await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
             var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
-            var newCheckpoint = _options.CheckpointNamer(_time.GetUtcNow());
+            var newCheckpoint = _options.CheckpointNamer?.Invoke(_time.GetUtcNow()) ?? DrydockNames.NewCheckpointName(_time.GetUtcNow(), ChainTag);
             var (plan, health, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
 
             capture = await _driver.BeginCaptureAsync(
@@ -298,11 +299,22 @@ public sealed partial class BackupJob
         };
     }
 
-    /// <summary>F03: captures an earlier run left (the writer lease says no other job of this domain runs).</summary>
+    /// <summary>The tag of this repository's checkpoints (<see cref="DrydockNames.ChainTag"/>).</summary>
+    private string ChainTag => DrydockNames.ChainTag(_repository.RepositoryId);
+
+    /// <summary>F03: captures an earlier run left (the writer lease says no other job of this domain writes to this
+    /// repository). A capture whose new checkpoint carries another repository's tag belongs to that repository's job,
+    /// which may be running: it is left alone.</summary>
     private async Task ReleaseLeftoverCapturesAsync(string domainId, CancellationToken cancellationToken)
     {
         foreach (var leftover in await _driver.ListCapturesAsync(domainId, cancellationToken))
         {
+            if (leftover.NewCheckpoint is { } checkpoint && DrydockNames.ChainTagOf(checkpoint) is { } tag && tag != ChainTag)
+            {
+                LogLeftoverOfOtherChain(_logger, domainId, leftover.Id, checkpoint);
+                continue;
+            }
+
             if (await _driver.ReleaseCaptureAsync(domainId, leftover.Id, CaptureOutcome.Abandoned, cancellationToken))
             {
                 LogLeftoverReleased(_logger, domainId, leftover.Id, leftover.NewCheckpoint);
@@ -347,6 +359,7 @@ public sealed partial class BackupJob
                 Points = points,
                 NewCheckpoint = newCheckpoint,
                 UnusableCheckpoints = unusable,
+                ChainTag = ChainTag,
             });
 
             var failed = false;
@@ -465,8 +478,8 @@ public sealed partial class BackupJob
         return results;
     }
 
-    /// <summary>After the commit: keep the new checkpoint (release the capture committed), then delete our checkpoints the
-    /// chain no longer needs. The point is committed whatever happens here; failures are logged, and a later run's
+    /// <summary>After the commit: keep the new checkpoint (release the capture committed), then delete this chain's
+    /// checkpoints (<see cref="ChainPlanner.BelongsToChain"/>) it no longer needs; other repositories' are left alone. The point is committed whatever happens here; failures are logged, and a later run's
     /// reconciliation finishes the job.</summary>
     private async Task<List<string>> AfterCommitAsync(string domainId, Capture capture, List<ChainPoint> points, PointManifest manifest)
     {
@@ -474,10 +487,11 @@ public sealed partial class BackupJob
         try
         {
             await _driver.ReleaseCaptureAsync(domainId, capture.Id, CaptureOutcome.Committed, CancellationToken.None);
-            var keep = ChainPlanner.CheckpointsToKeep([.. points, ChainPlanner.FromManifest(manifest)]);
+            List<ChainPoint> chain = [.. points, ChainPlanner.FromManifest(manifest)];
+            var keep = ChainPlanner.CheckpointsToKeep(chain);
             foreach (var checkpoint in await _driver.ListCheckpointsAsync(domainId, CancellationToken.None))
             {
-                if (!checkpoint.IsOwned || keep.Contains(checkpoint.Name))
+                if (!ChainPlanner.BelongsToChain(checkpoint.Name, ChainTag, chain) || keep.Contains(checkpoint.Name))
                 {
                     continue;
                 }

@@ -1,3 +1,4 @@
+using Drydock.Hypervisor;
 using Drydock.Repository.Format;
 using Drydock.Transfer.Chain;
 using Xunit;
@@ -349,6 +350,54 @@ public sealed class ChainPlannerTests
 
         var repair = Assert.Single(plan.Repairs);
         Assert.Equal((CheckpointRepairKind.Delete, orphan), (repair.Kind, repair.Checkpoint));
+    }
+
+    [Fact]
+    public void With_a_chain_tag_only_this_chains_orphans_are_deleted_and_another_repositorys_checkpoints_are_left()
+    {
+        // Two repositories back up one domain: this chain's points name Cp(1), Cp(2) (untagged, made before tags), an
+        // orphan of this chain carries its tag, and the other repository's live checkpoint (and an untagged one no point
+        // here names) must survive this chain's F03 sweep.
+        const string Ours = "0a1b2c3d";
+        var orphan = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(1), Ours);
+        var theirs = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(2), "ffee0011");
+        var unknown = Cp(7);
+        var input = TwoPointChain() with
+        {
+            ChainTag = Ours,
+            Disks = [Health("vda", Bitmap(Cp(1)), Bitmap(Cp(2)), Bitmap(orphan), Bitmap(theirs), Bitmap(unknown))],
+            Checkpoints = [Checkpoint(Cp(1)), Checkpoint(Cp(2)), Checkpoint(orphan), Checkpoint(theirs), Checkpoint(unknown)],
+        };
+
+        var plan = ChainPlanner.Plan(input);
+
+        var repair = Assert.Single(plan.Repairs);
+        Assert.Equal((CheckpointRepairKind.Delete, orphan), (repair.Kind, repair.Checkpoint));
+        Assert.Equal(DiskBackupLevel.Incremental, plan.Disks[0].Level);
+        Assert.True(ChainPlanner.BelongsToChain(Cp(1), Ours, input.Points));
+        Assert.False(ChainPlanner.BelongsToChain(theirs, Ours, input.Points));
+        Assert.False(ChainPlanner.BelongsToChain(unknown, Ours, input.Points));
+        Assert.True(ChainPlanner.BelongsToChain(unknown, null, input.Points));
+        Assert.False(ChainPlanner.BelongsToChain("veeam-1", null, input.Points));
+    }
+
+    [Fact]
+    public void A_broken_base_of_another_repositorys_chain_is_not_repaired_by_this_one()
+    {
+        // The other chain's newest checkpoint has an inconsistent bitmap; this chain's incremental does not read through
+        // it, so it is that chain's to repair (its next run goes full and deletes it), not this one's.
+        var theirs = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(2), "ffee0011");
+        var input = TwoPointChain() with
+        {
+            ChainTag = "0a1b2c3d",
+            Disks = [Health("vda", Bitmap(Cp(1)), Bitmap(Cp(2)), Bitmap(theirs, inconsistent: true))],
+            Checkpoints = [Checkpoint(Cp(1)), Checkpoint(Cp(2)), Checkpoint(theirs)],
+        };
+
+        var plan = ChainPlanner.Plan(input);
+
+        Assert.Empty(plan.Repairs);
+        Assert.Equal(DiskBackupLevel.Incremental, plan.Disks[0].Level);
     }
 
     [Fact]

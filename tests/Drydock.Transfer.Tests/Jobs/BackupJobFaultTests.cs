@@ -82,20 +82,24 @@ public sealed class BackupJobFaultTests
         var committedCheckpoint = committed.Manifest.Disks[0].CheckpointName!;
         await h.WorkAsync(4);
 
-        // An earlier process began a capture (with its new checkpoint) and died; another left a bare checkpoint.
+        // An earlier process of this chain (its checkpoints carry this repository's tag) began a capture and died; another
+        // left a bare checkpoint.
+        var tag = DrydockNames.ChainTag(h.Repository.RepositoryId);
+        var dead1 = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(1), tag);
+        var dead2 = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(2), tag);
         await using var dead = h.Host.Connect();
-        var leftover = await dead.BeginCaptureAsync(CaptureRequest.Since(h.Domain.Id, committedCheckpoint, ["vda"], "drydock-20250101T000000Z-dead0001"), Ct);
-        await h.Driver.CreateCheckpointAsync(h.Domain.Id, "drydock-20250101T000000Z-dead0002", cancellationToken: Ct);
+        var leftover = await dead.BeginCaptureAsync(CaptureRequest.Since(h.Domain.Id, committedCheckpoint, ["vda"], dead1), Ct);
+        await h.Driver.CreateCheckpointAsync(h.Domain.Id, dead2, cancellationToken: Ct);
         await h.WorkAsync(4);
 
         var (result, images) = await h.BackupAndImageAsync();
 
         Assert.Equal(DiskBackupLevel.Incremental, result.Disks[0].Level);
         Assert.Equal(1, result.Manifest.Disks[0].ParentSequence);
-        Assert.Contains(result.Repairs, r => r is { Kind: CheckpointRepairKind.Delete, Checkpoint: "drydock-20250101T000000Z-dead0002" });
+        Assert.Contains(result.Repairs, r => r is { Kind: CheckpointRepairKind.Delete, Checkpoint: var c } && c == dead2);
         var checkpoints = await h.CheckpointNamesAsync();
-        Assert.DoesNotContain("drydock-20250101T000000Z-dead0001", checkpoints);
-        Assert.DoesNotContain("drydock-20250101T000000Z-dead0002", checkpoints);
+        Assert.DoesNotContain(dead1, checkpoints);
+        Assert.DoesNotContain(dead2, checkpoints);
         Assert.NotEqual(leftover.Id, h.Domain.CaptureId);
         Assert.Null(h.Domain.CaptureId);
         await h.AssertRestoresAsync(2, images);

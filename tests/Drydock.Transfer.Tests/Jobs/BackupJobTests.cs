@@ -1,7 +1,11 @@
+using Drydock.Hypervisor;
 using Drydock.Hypervisor.Sim;
+using Drydock.Repository;
 using Drydock.Repository.Format;
+using Drydock.Storage.InMemory;
 using Drydock.Transfer.Chain;
 using Drydock.Transfer.Jobs;
+using Drydock.Transfer.Restore;
 using Xunit;
 using static Drydock.Transfer.Tests.Jobs.JobHarness;
 
@@ -62,6 +66,50 @@ public sealed class BackupJobTests
         Assert.Equal([cp2], third.DeletedCheckpoints); // cp2 is neither any more
         Assert.Equal(new[] { cp1, cp3 }.Order(StringComparer.Ordinal), (await h.CheckpointNamesAsync()).Order(StringComparer.Ordinal));
         Assert.Null(h.Domain.CaptureId);
+    }
+
+    [Fact]
+    public async Task Two_repositories_backing_up_one_domain_keep_their_own_chains_and_never_delete_each_others_checkpoints()
+    {
+        // A local and an offsite repository, backups alternating: each incremental must stay incremental (no fallback),
+        // restore exactly, and leave the other repository's base checkpoint in place.
+        await using var h = await CreateAsync();
+        await h.FillAsync();
+        using var offsite = await BackupRepository.InitAsync(
+            new InMemoryBlobStore(), "passphrase", new RepositoryInitOptions { ChunkSize = ChunkSize, KdfIterations = 1000 }, new RepositoryOptions { MaxParallelism = 2 }, cancellationToken: Ct);
+        Task<BackupJobResult> Offsite(RequestedLevel level) =>
+            new BackupJob(h.Driver, offsite, h.Options).RunAsync(new BackupJobRequest { Domain = h.Domain.Id, Level = level, AllowFallback = false }, cancellationToken: Ct);
+
+        await h.BackupAsync(RequestedLevel.Full);
+        var offsiteFull = await Offsite(RequestedLevel.Full);
+        await h.WorkAsync(6);
+        var (local, localImages) = await h.BackupAndImageAsync(RequestedLevel.Incremental);
+        await h.WorkAsync(6);
+        var offsiteInc = await Offsite(RequestedLevel.Incremental);
+        var offsiteImage = await h.ImageAsync("vda");
+        await h.WorkAsync(6);
+        var (local2, local2Images) = await h.BackupAndImageAsync(RequestedLevel.Incremental);
+
+        Assert.Equal(DiskBackupLevel.Incremental, local.Disks[0].Level);
+        Assert.Equal(DiskBackupLevel.Incremental, offsiteInc.Disks[0].Level);
+        Assert.Equal(offsiteFull.Point.Sequence, offsiteInc.Manifest.Disks[0].ParentSequence);
+        Assert.Equal(DiskBackupLevel.Incremental, local2.Disks[0].Level);
+        Assert.Equal(local.Point.Sequence, local2.Manifest.Disks[0].ParentSequence);
+
+        // Each run deleted only its own superseded checkpoints; both chains' newest are still on the domain.
+        var names = await h.CheckpointNamesAsync();
+        Assert.Contains(local2.Manifest.Disks[0].CheckpointName!, names);
+        Assert.Contains(offsiteInc.Manifest.Disks[0].CheckpointName!, names);
+        Assert.Equal(DrydockNames.ChainTag(h.Repository.RepositoryId), DrydockNames.ChainTagOf(local2.Manifest.Disks[0].CheckpointName!));
+        Assert.Equal(DrydockNames.ChainTag(offsite.RepositoryId), DrydockNames.ChainTagOf(offsiteInc.Manifest.Disks[0].CheckpointName!));
+        Assert.All(local2.DeletedCheckpoints.Concat(offsiteInc.DeletedCheckpoints).Concat(local.DeletedCheckpoints), c => Assert.DoesNotContain(c, names));
+        Assert.DoesNotContain(offsiteFull.Manifest.Disks[0].CheckpointName!, local.DeletedCheckpoints.Concat(local2.DeletedCheckpoints));
+
+        await h.AssertRestoresAsync(local.Point.Sequence, localImages);
+        await h.AssertRestoresAsync(local2.Point.Sequence, local2Images);
+        var restored = await new RestoreJob(offsite, new RestorePipelineOptions { Connections = 2 }).ToDirectoryAsync(
+            new RestoreJobRequest { Domain = h.Domain.Id, Sequence = offsiteInc.Point.Sequence }, Directory.CreateTempSubdirectory("drydock-offsite-").FullName, DiskImageFormat.Raw, cancellationToken: Ct);
+        Assert.Equal(offsiteImage, await File.ReadAllBytesAsync(Assert.Single(restored.Disks).Destination, Ct));
     }
 
     [Fact]
