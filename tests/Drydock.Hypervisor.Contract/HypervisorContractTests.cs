@@ -206,9 +206,18 @@ public abstract class HypervisorContractTests
         await Assert.ThrowsAsync<ForeignCheckpointException>(() => h.Driver.BeginCaptureAsync(CaptureRequest.Since(h.DomainId, Foreign, h.Targets), Ct));
         await Assert.ThrowsAsync<ForeignCheckpointException>(() => h.Driver.BeginCaptureAsync(CaptureRequest.Full(h.DomainId, h.Targets, Foreign), Ct));
 
-        // Reconciliation with an empty ledger deletes our orphan checkpoint, never the foreign one.
+        // Reconciling one repository's chain deletes only the checkpoints carrying its tag: another repository's (and
+        // untagged ones) stay.
+        var mine = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(20001), "0a1b2c3d");
+        var theirs = DrydockNames.NewCheckpointName(DateTimeOffset.UnixEpoch.AddDays(20002), "ffee0011");
+        await h.Driver.CreateCheckpointAsync(h.DomainId, mine, null, Ct);
+        await h.Driver.CreateCheckpointAsync(h.DomainId, theirs, null, Ct);
+        var chain = await h.Driver.ReconcileAsync(new ReconcilePlan { DomainId = h.DomainId, KeepCheckpoints = new HashSet<string>(), ChainTag = "0a1b2c3d" }, Ct);
+        Assert.Equal([mine], chain.DeletedCheckpoints);
+
+        // Reconciliation with an empty ledger and no chain deletes our orphan checkpoints, never the foreign one.
         var report = await h.Driver.ReconcileAsync(new ReconcilePlan { DomainId = h.DomainId, KeepCheckpoints = new HashSet<string>() }, Ct);
-        Assert.Equal([ours], report.DeletedCheckpoints);
+        Assert.Equal(new[] { ours, theirs }.Order(StringComparer.Ordinal), report.DeletedCheckpoints.Order(StringComparer.Ordinal));
         Assert.Equal([Foreign], (await h.Driver.ListCheckpointsAsync(h.DomainId, Ct)).Select(c => c.Name));
         await AssertCleanAsync(h);
     }
