@@ -126,17 +126,19 @@ public static class ChainPlanner
     };
 
     /// <summary>
-    /// Drydock's checkpoints the chain still needs once these points are committed: per disk, the newest point's checkpoint
-    /// (base of the next incremental) and the newest full's (base of the next differential).
+    /// Drydock's checkpoints the chain still needs once these points are committed: per disk, its newest point's checkpoint
+    /// (base of the next incremental) and its newest full's (base of the next differential).
     /// </summary>
     /// <param name="points">Committed points, oldest first.</param>
+    /// <param name="currentDisks">The domain's disks now, or null. A disk the newest point lacks but the domain still has
+    /// was left out of the last backup (<c>--disk</c>): its newest point that has it stays its base.</param>
     /// <returns>Checkpoint names.</returns>
     /// <remarks>
-    /// Only disks of the newest point count: a disk it lacks is not part of the domain's chain any more (removed, or
-    /// left out of the last backup) and its next backup is full anyway (<see cref="FullReasonCode.NewDisk"/>), so its
-    /// lineage ends cleanly (F11).
+    /// A disk that neither the newest point nor <paramref name="currentDisks"/> has is not part of the domain's chain any
+    /// more (removed) and its next backup is full anyway (<see cref="FullReasonCode.NewDisk"/>), so its lineage ends
+    /// cleanly (F11).
     /// </remarks>
-    public static IReadOnlySet<string> CheckpointsToKeep(IReadOnlyList<ChainPoint> points)
+    public static IReadOnlySet<string> CheckpointsToKeep(IReadOnlyList<ChainPoint> points, IEnumerable<string>? currentDisks = null)
     {
         var keep = new HashSet<string>(StringComparer.Ordinal);
         if (points.Count == 0)
@@ -145,16 +147,17 @@ public static class ChainPlanner
         }
 
         var ordered = points.OrderBy(p => p.Sequence).ToList();
-        var newest = ordered[^1];
-        foreach (var disk in newest.Disks)
+        var disks = new SortedSet<string>(ordered[^1].Disks.Select(d => d.Name), StringComparer.Ordinal);
+        disks.UnionWith(currentDisks ?? []);
+        foreach (var disk in disks)
         {
-            if (disk.CheckpointName is { } latest && DrydockNames.IsOwned(latest))
+            if (NewestWith(ordered, disk)?.Disk(disk)?.CheckpointName is { } latest && DrydockNames.IsOwned(latest))
             {
                 keep.Add(latest);
             }
 
-            var full = NewestFull(ordered, disk.Name);
-            if (full?.Disk(disk.Name)?.CheckpointName is { } fullCheckpoint && DrydockNames.IsOwned(fullCheckpoint))
+            var full = NewestFull(ordered, disk);
+            if (full?.Disk(disk)?.CheckpointName is { } fullCheckpoint && DrydockNames.IsOwned(fullCheckpoint))
             {
                 keep.Add(fullCheckpoint);
             }
@@ -206,10 +209,11 @@ public static class ChainPlanner
             return Full(target, FullReasonCode.NoPriorPoint, $"Domain '{input.DomainId}' has no committed restore point yet.");
         }
 
-        var newest = points[^1];
-        if (newest.Disk(target) is null)
+        // The disk's newest point: usually the newest of all, an older one when the last backups left it out (--disk).
+        var newest = NewestWith(points, target);
+        if (newest is null)
         {
-            return Full(target, FullReasonCode.NewDisk, string.Create(CultureInfo.InvariantCulture, $"Disk '{target}' is not in the previous point #{newest.Sequence} (added since)."));
+            return Full(target, FullReasonCode.NewDisk, string.Create(CultureInfo.InvariantCulture, $"Disk '{target}' is in no committed point of the domain (added since point #{points[^1].Sequence})."));
         }
 
         var differential = input.Level == RequestedLevel.Differential;
@@ -362,8 +366,9 @@ public static class ChainPlanner
             }
         }
 
-        // F03: our checkpoints the committed chain does not need (orphans of a crashed or abandoned run).
-        var keep = CheckpointsToKeep(points);
+        // F03: our checkpoints the committed chain does not need (orphans of a crashed or abandoned run). The disks the
+        // domain has now count, so a disk this run leaves out keeps its base.
+        var keep = CheckpointsToKeep(points, input.Disks.Select(d => d.Target));
         foreach (var name in owned)
         {
             if (!keep.Contains(name) && !bases.Contains(name) && named.Add(name))
@@ -373,6 +378,19 @@ public static class ChainPlanner
         }
 
         return result;
+    }
+
+    private static ChainPoint? NewestWith(IReadOnlyList<ChainPoint> ordered, string disk)
+    {
+        for (var i = ordered.Count - 1; i >= 0; i--)
+        {
+            if (ordered[i].Disk(disk) is not null)
+            {
+                return ordered[i];
+            }
+        }
+
+        return null;
     }
 
     private static ChainPoint? NewestFull(IReadOnlyList<ChainPoint> ordered, string disk)

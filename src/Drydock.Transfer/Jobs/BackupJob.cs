@@ -226,7 +226,7 @@ public sealed partial class BackupJob
             // Committed: from here on nothing may abandon the capture (that would drop the new base, F04).
             var committedCapture = capture;
             capture = null;
-            var deleted = await AfterCommitAsync(domain.Id, committedCapture, points, manifest);
+            var deleted = await AfterCommitAsync(domain.Id, committedCapture, points, manifest, [.. health.Select(d => d.Target)]);
             return new BackupJobResult
             {
                 Domain = domain,
@@ -481,14 +481,14 @@ public sealed partial class BackupJob
     /// <summary>After the commit: keep the new checkpoint (release the capture committed), then delete this chain's
     /// checkpoints (<see cref="ChainPlanner.BelongsToChain"/>) it no longer needs; other repositories' are left alone. The point is committed whatever happens here; failures are logged, and a later run's
     /// reconciliation finishes the job.</summary>
-    private async Task<List<string>> AfterCommitAsync(string domainId, Capture capture, List<ChainPoint> points, PointManifest manifest)
+    private async Task<List<string>> AfterCommitAsync(string domainId, Capture capture, List<ChainPoint> points, PointManifest manifest, IReadOnlyList<string> currentDisks)
     {
         var deleted = new List<string>();
         try
         {
             await _driver.ReleaseCaptureAsync(domainId, capture.Id, CaptureOutcome.Committed, CancellationToken.None);
             List<ChainPoint> chain = [.. points, ChainPlanner.FromManifest(manifest)];
-            var keep = ChainPlanner.CheckpointsToKeep(chain);
+            var keep = ChainPlanner.CheckpointsToKeep(chain, currentDisks);
             foreach (var checkpoint in await _driver.ListCheckpointsAsync(domainId, CancellationToken.None))
             {
                 if (!ChainPlanner.BelongsToChain(checkpoint.Name, ChainTag, chain) || keep.Contains(checkpoint.Name))

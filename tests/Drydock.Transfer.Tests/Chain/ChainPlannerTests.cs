@@ -495,6 +495,39 @@ public sealed class ChainPlannerTests
     }
 
     [Fact]
+    public void A_disk_the_last_point_left_out_is_incremental_from_its_own_newest_point_and_keeps_its_base()
+    {
+        // Point 2 backed up vdb alone (--disk vdb): vda's base is still point 1's checkpoint.
+        List<ChainPoint> points =
+        [
+            Point(1, Disk("vda", DiskBackupLevel.Full, Cp(1)), Disk("vdb", DiskBackupLevel.Full, Cp(1))),
+            Point(2, Disk("vdb", DiskBackupLevel.Full, Cp(2))),
+        ];
+        var input = new ChainPlanInput
+        {
+            DomainId = Domain,
+            Level = RequestedLevel.Auto,
+            Targets = ["vda", "vdb"],
+            Disks = [Health("vda", Bitmap(Cp(1))), Health("vdb", Bitmap(Cp(1)), Bitmap(Cp(2)))],
+            Checkpoints = [Checkpoint(Cp(1), true, "vda", "vdb"), Checkpoint(Cp(2), true, "vdb")],
+            Points = points,
+            NewCheckpoint = NewCheckpoint,
+        };
+
+        var plan = ChainPlanner.Plan(input);
+
+        Assert.Equal((DiskBackupLevel.Incremental, Cp(1), 1L), (plan.Disks[0].Level, plan.Disks[0].SinceCheckpoint, plan.Disks[0].ParentSequence!.Value));
+        Assert.Equal((DiskBackupLevel.Incremental, Cp(2), 2L), (plan.Disks[1].Level, plan.Disks[1].SinceCheckpoint, plan.Disks[1].ParentSequence!.Value));
+        Assert.Empty(plan.Repairs);
+        Assert.Equal([Cp(1), Cp(2)], ChainPlanner.CheckpointsToKeep(points, ["vda", "vdb"]).Order(StringComparer.Ordinal));
+        Assert.Equal([Cp(2)], ChainPlanner.CheckpointsToKeep(points));
+
+        // Another vdb-only run: its F03 sweep must not take vda's base either.
+        var vdbOnly = ChainPlanner.Plan(input with { Targets = ["vdb"] });
+        Assert.Empty(vdbOnly.Repairs);
+    }
+
+    [Fact]
     public void Checkpoints_of_a_removed_disk_are_not_kept()
     {
         List<ChainPoint> points =

@@ -133,6 +133,31 @@ public sealed class BackupJobTests
     }
 
     [Fact]
+    public async Task A_disk_left_out_of_one_backup_stays_incremental_from_its_own_newest_point()
+    {
+        // full of both disks → a backup of vdb alone (--disk vdb) → a backup of both: vda continues from point 1, its
+        // base checkpoint survived the vdb-only run, and every point restores exactly.
+        await using var h = await CreateAsync(new SimDiskSpec("vda", DiskSize), new SimDiskSpec("vdb", DiskSize));
+        await h.FillAsync();
+        var (full, fullImages) = await h.BackupAndImageAsync();
+        await h.WorkAsync(12);
+        var (vdbOnly, vdbOnlyImages) = await h.BackupAndImageAsync(RequestedLevel.Incremental, ["vdb"]);
+        await h.WorkAsync(12);
+        var both = await new BackupJob(h.Driver, h.Repository, h.Options).RunAsync(
+            new BackupJobRequest { Domain = h.Domain.Id, Level = RequestedLevel.Incremental, AllowFallback = false }, cancellationToken: Ct);
+        var bothImages = new Dictionary<string, byte[]>(StringComparer.Ordinal) { ["vda"] = await h.ImageAsync("vda"), ["vdb"] = await h.ImageAsync("vdb") };
+
+        Assert.Equal(["vdb"], vdbOnly.Manifest.Disks.Select(d => d.Name));
+        Assert.All(both.Disks, d => Assert.Equal(DiskBackupLevel.Incremental, d.Level));
+        Assert.Equal(full.Point.Sequence, both.Manifest.Disks.Single(d => d.Name == "vda").ParentSequence);
+        Assert.Equal(vdbOnly.Point.Sequence, both.Manifest.Disks.Single(d => d.Name == "vdb").ParentSequence);
+        Assert.DoesNotContain(full.Manifest.Disks.Single(d => d.Name == "vda").CheckpointName, vdbOnly.DeletedCheckpoints);
+        await h.AssertRestoresAsync(full.Point.Sequence, fullImages);
+        await h.AssertRestoresAsync(vdbOnly.Point.Sequence, new Dictionary<string, byte[]>(StringComparer.Ordinal) { ["vdb"] = vdbOnlyImages["vdb"] });
+        await h.AssertRestoresAsync(both.Point.Sequence, bothImages);
+    }
+
+    [Fact]
     public async Task Full_requested_reads_every_disk()
     {
         await using var h = await CreateAsync();
