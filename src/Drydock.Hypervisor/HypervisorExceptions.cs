@@ -69,7 +69,7 @@ public sealed class DomainStateException : HypervisorException
     /// <param name="operation">What was refused, e.g. "open a restore export".</param>
     /// <param name="hypervisorMessage">The hypervisor's message, if any.</param>
     public DomainStateException(string domainId, DomainState state, string operation, string? hypervisorMessage = null)
-        : base($"Cannot {operation} on domain '{domainId}': it is {state}.", domainId, hypervisorMessage)
+        : base($"Cannot {operation} on domain '{domainId}': it is {Describe(state)}.", domainId, hypervisorMessage)
     {
         State = state;
         Operation = operation;
@@ -80,6 +80,18 @@ public sealed class DomainStateException : HypervisorException
 
     /// <summary>What was refused.</summary>
     public string Operation { get; }
+
+    /// <summary>A state as words for messages ("shut off", not "ShutOff").</summary>
+    /// <param name="state">The state.</param>
+    /// <returns>The words.</returns>
+    public static string Describe(DomainState state) => state switch
+    {
+        DomainState.Running => "running",
+        DomainState.Paused => "paused",
+        DomainState.ShutOff => "shut off",
+        DomainState.Crashed => "crashed",
+        _ => "in an unknown state",
+    };
 }
 
 /// <summary>The domain already has a capture (or another backup job) running: retry later (FAULTS.md F16).</summary>

@@ -71,6 +71,9 @@ public sealed record ChainPlanInput
     /// <summary>The domain.</summary>
     public required string DomainId { get; init; }
 
+    /// <summary>The domain's name, for messages; null names it by <see cref="DomainId"/>.</summary>
+    public string? DomainName { get; init; }
+
     /// <summary>The requested level.</summary>
     public required RequestedLevel Level { get; init; }
 

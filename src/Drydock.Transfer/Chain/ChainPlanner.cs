@@ -34,7 +34,7 @@ public static class ChainPlanner
     {
         if (!DrydockNames.IsOwned(input.NewCheckpoint))
         {
-            throw new ArgumentException($"The new checkpoint '{input.NewCheckpoint}' of domain '{input.DomainId}' lacks Drydock's prefix.", nameof(input));
+            throw new ArgumentException($"The new checkpoint '{input.NewCheckpoint}' of domain {Who(input)} lacks Drydock's prefix.", nameof(input));
         }
 
         var health = new Dictionary<string, DiskHealth>(StringComparer.Ordinal);
@@ -48,12 +48,12 @@ public static class ChainPlanner
         {
             if (!health.ContainsKey(target))
             {
-                throw new TransferRequestException($"Domain '{input.DomainId}' has no disk '{target}'.") { Disk = target };
+                throw new TransferRequestException($"Domain {Who(input)} has no disk '{target}'.") { Disk = target };
             }
 
             if (!seen.Add(target))
             {
-                throw new TransferRequestException($"Disk '{target}' of domain '{input.DomainId}' is asked for more than once.") { Disk = target };
+                throw new TransferRequestException($"Disk '{target}' of domain {Who(input)} is asked for more than once.") { Disk = target };
             }
         }
 
@@ -86,7 +86,7 @@ public static class ChainPlanner
             if (failed is not null)
             {
                 throw new TransferRequestException(
-                    $"Disk '{failed.Plan.Target}' of domain '{input.DomainId}' cannot be backed up {Describe(input.Level)} and fallback to full is off: {failed.Plan.FullReason!.Message}")
+                    $"Disk '{failed.Plan.Target}' of domain {Who(input)} cannot be backed up {Describe(input.Level)} and fallback to full is off: {failed.Plan.FullReason!.Message}")
                 {
                     Disk = failed.Plan.Target,
                 };
@@ -206,7 +206,7 @@ public static class ChainPlanner
 
         if (points.Count == 0)
         {
-            return Full(target, FullReasonCode.NoPriorPoint, $"Domain '{input.DomainId}' has no committed restore point yet.");
+            return Full(target, FullReasonCode.NoPriorPoint, $"Domain {Who(input)} has no committed restore point yet.");
         }
 
         // The disk's newest point: usually the newest of all, an older one when the last backups left it out (--disk).
@@ -425,6 +425,8 @@ public static class ChainPlanner
 
         return count;
     }
+
+    private static string Who(ChainPlanInput input) => input.DomainName is { } name && name != input.DomainId ? $"'{name}' ({input.DomainId})" : $"'{input.DomainId}'";
 
     private static DiskDecision Full(string target, FullReasonCode code, string message) => new(FullPlan(target, code, message), []);
 

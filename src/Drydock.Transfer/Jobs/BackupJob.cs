@@ -173,7 +173,7 @@ public sealed partial class BackupJob
             await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
             var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
             var newCheckpoint = _options.CheckpointNamer?.Invoke(_time.GetUtcNow()) ?? DrydockNames.NewCheckpointName(_time.GetUtcNow(), ChainTag);
-            var (plan, health, repairs) = await PlanAndRepairAsync(request, domain.Id, targets, points, newCheckpoint, cancellationToken);
+            var (plan, health, repairs) = await PlanAndRepairAsync(request, domain, targets, points, newCheckpoint, cancellationToken);
 
             capture = await _driver.BeginCaptureAsync(
                 new CaptureRequest
@@ -290,17 +290,23 @@ public sealed partial class BackupJob
             // Not an id: try the name.
         }
 
-        var matches = (await _driver.ListDomainsAsync(cancellationToken)).Where(d => string.Equals(d.Name, domain, StringComparison.Ordinal)).ToList();
+        var all = await _driver.ListDomainsAsync(cancellationToken);
+        var matches = all.Where(d => string.Equals(d.Name, domain, StringComparison.Ordinal)).ToList();
         return matches.Count switch
         {
             1 => matches[0],
-            0 => throw new TransferRequestException($"No domain '{domain}' on host '{_driver.HostName}'."),
+            0 => throw new TransferRequestException($"No domain '{domain}' on host '{_driver.HostName}'. {KnownDomains(all)}"),
             _ => throw new TransferRequestException($"Several domains are named '{domain}' on host '{_driver.HostName}': {string.Join(", ", matches.Select(m => m.Id))}; name one by id."),
         };
     }
 
     /// <summary>The tag of this repository's checkpoints (<see cref="DrydockNames.ChainTag"/>).</summary>
     private string ChainTag => DrydockNames.ChainTag(_repository.RepositoryId);
+
+    /// <summary>The domains a host has, for an error about one it lacks (the first twenty by name).</summary>
+    internal static string KnownDomains(IReadOnlyList<DomainInfo> domains) => domains.Count == 0
+        ? "The host has no domains."
+        : "Its domains: " + string.Join(", ", domains.Select(d => d.Name).Order(StringComparer.Ordinal).Take(20)) + (domains.Count > 20 ? string.Create(CultureInfo.InvariantCulture, $" and {domains.Count - 20} more") : "") + ".";
 
     /// <summary>F03: captures an earlier run left (the writer lease says no other job of this domain writes to this
     /// repository). A capture whose new checkpoint carries another repository's tag belongs to that repository's job,
@@ -339,8 +345,9 @@ public sealed partial class BackupJob
     /// checkpoint, so this ends.
     /// </summary>
     private async Task<(ChainPlan Plan, IReadOnlyList<DiskHealth> Health, List<CheckpointRepair> Repairs)> PlanAndRepairAsync(
-        BackupJobRequest request, string domainId, IReadOnlyList<string> targets, List<ChainPoint> points, string newCheckpoint, CancellationToken cancellationToken)
+        BackupJobRequest request, DomainInfo domain, IReadOnlyList<string> targets, List<ChainPoint> points, string newCheckpoint, CancellationToken cancellationToken)
     {
+        var domainId = domain.Id;
         var applied = new List<CheckpointRepair>();
         var unusable = new Dictionary<string, string>(StringComparer.Ordinal);
         while (true)
@@ -349,6 +356,7 @@ public sealed partial class BackupJob
             var plan = ChainPlanner.Plan(new ChainPlanInput
             {
                 DomainId = domainId,
+                DomainName = domain.Name,
                 Level = request.Level,
                 AllowFallback = request.AllowFallback,
                 AutoFullAfter = request.AutoFullAfter,
