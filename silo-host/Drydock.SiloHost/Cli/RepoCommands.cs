@@ -206,6 +206,20 @@ public static class RepoCommands
             command.Options.Add(option);
         }
 
+        var rules = new[] { last, hourly, daily, weekly, monthly, yearly };
+        command.Validators.Add(result =>
+        {
+            // No rule is not "keep everything": retention always keeps the newest point, so it would remove all others.
+            if (rules.FirstOrDefault(r => result.GetValue(r) < 0) is { } negative)
+            {
+                result.AddError($"{negative.Name} cannot be negative");
+            }
+            else if (rules.All(r => result.GetValue(r) == 0))
+            {
+                result.AddError($"prune needs at least one of {string.Join(", ", rules.Select(r => r.Name))} (--keep-last 1 keeps only the newest point of each domain)");
+            }
+        });
+
         command.SetAction((parse, ct) => RunAsync(parse, async output =>
         {
             using var repository = await OpenAsync(parse, repo, passEnv, passFile, keyFile, ct);

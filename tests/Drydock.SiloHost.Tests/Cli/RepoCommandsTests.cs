@@ -133,4 +133,29 @@ public sealed class RepoCommandsTests : IDisposable
         Assert.Contains("already holds a repository", error, StringComparison.Ordinal);
         Assert.True(await new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = Path.Combine(_root, "repo") }).ExistsAsync("drydock.repo", Ct));
     }
+
+    [Fact]
+    public async Task Prune_without_a_keep_option_is_a_usage_error_naming_the_options_and_removes_nothing()
+    {
+        // Retention always keeps the newest point, so no rule at all used to remove every other point.
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var domain = Guid.NewGuid();
+        var image = new byte[2 * 65536];
+        new Random(3).NextBytes(image);
+        await BackupAsync(domain, image);
+        await BackupAsync(domain, image);
+
+        var (code, output, error) = await RunAsync("repo", "prune", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Empty(output);
+        Assert.Contains("--keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly", error, StringComparison.Ordinal);
+        Assert.Contains("--keep-last 1 keeps only the newest", error, StringComparison.Ordinal);
+        (code, _, error) = await RunAsync("repo", "prune", Repo, "--keep-daily", "-1", "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("--keep-daily cannot be negative", error, StringComparison.Ordinal);
+        Assert.Equal(2, (await JsonAsync("repo", "info", Repo)).GetProperty("domains")[0].GetProperty("points").GetInt32());
+
+        var prune = await JsonAsync("repo", "prune", Repo, "--keep-last", "1");
+        Assert.Equal($"default/{domain:D}#1", Assert.Single(prune.GetProperty("removed").EnumerateArray().ToList()).GetString());
+    }
 }
