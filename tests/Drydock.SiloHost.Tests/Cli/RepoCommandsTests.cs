@@ -158,4 +158,39 @@ public sealed class RepoCommandsTests : IDisposable
         var prune = await JsonAsync("repo", "prune", Repo, "--keep-last", "1");
         Assert.Equal($"default/{domain:D}#1", Assert.Single(prune.GetProperty("removed").EnumerateArray().ToList()).GetString());
     }
+
+    [Fact]
+    public async Task A_regular_file_or_a_host_in_a_file_url_is_a_usage_error_saying_what_is_wrong()
+    {
+        var file = Path.Combine(_root, "afile");
+        await File.WriteAllTextAsync(file, "not a repository", Ct);
+        var fileUrl = new Uri(file).AbsoluteUri;
+
+        var (code, _, error) = await RunAsync("repo", "info", fileUrl, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a repository directory", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "init", fileUrl, "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a directory", error, StringComparison.Ordinal);
+        Assert.DoesNotContain(".tmp", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "init", fileUrl + "/sub", "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a directory", error, StringComparison.Ordinal);
+
+        // file://relative/path names the host "relative", which .NET reads as the share \\relative\path.
+        (code, _, error) = await RunAsync("repo", "info", "file://relative/path", "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("names the host 'relative'", error, StringComparison.Ordinal);
+        Assert.Contains("file:///absolute/path", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "info", new Uri(Path.Combine(_root, "missing")).AbsoluteUri, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("missing does not exist", error, StringComparison.Ordinal);
+
+        await JsonAsync("repo", "init", "file://localhost" + Path.Combine(_root, "local"), "--chunk-size", "65536", "--kdf-iterations", "1000");
+        Assert.True(File.Exists(Path.Combine(_root, "local", "drydock.repo")));
+    }
 }
