@@ -193,4 +193,56 @@ public sealed class RepoCommandsTests : IDisposable
         await JsonAsync("repo", "init", "file://localhost" + Path.Combine(_root, "local"), "--chunk-size", "65536", "--kdf-iterations", "1000");
         Assert.True(File.Exists(Path.Combine(_root, "local", "drydock.repo")));
     }
+
+    [Fact]
+    public async Task Missing_passphrase_and_key_files_are_usage_errors_naming_the_file()
+    {
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var missing = Path.Combine(_root, "nonexistent");
+        var (code, _, error) = await RunAsync("repo", "info", Repo, "--passphrase-file", missing);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"passphrase file {missing} does not exist", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("Could not find", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "info", Repo, "--passphrase-file", _passFile, "--key-file", missing);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"key file {missing} does not exist", error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("150")]
+    [InlineData("0")]
+    [InlineData("-5")]
+    public async Task Verify_sample_outside_0_to_100_is_a_usage_error(string sample)
+    {
+        // 0 used to check no chunk and report "all intact"; 150 leaked "options.SamplePercent ... Actual value was 150."
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var (code, output, error) = await RunAsync("repo", "verify", Repo, "--sample", sample, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("--sample must be more than 0 and at most 100", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("intact", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("SamplePercent", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Argument_errors_from_the_libraries_are_printed_without_the_parameter_name()
+    {
+        var (code, _, error) = await RunAsync("repo", "init", Repo, "--chunk-size", "1000", "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.DoesNotContain("(Parameter", error, StringComparison.Ordinal);
+
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        (code, _, error) = await RunAsync("backup", "vm", "--hypervisor", "qemu:relative.sock", "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("must name the monitor socket by an absolute path.", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("(Parameter", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Error_text_drops_only_what_dotnet_appends_to_argument_exceptions()
+    {
+        Assert.Equal("bad size", ErrorText.Of(new ArgumentException("bad size", "init")));
+        Assert.Equal("too big", ErrorText.Of(new ArgumentOutOfRangeException("options.SamplePercent", 150, "too big")));
+        Assert.Equal("plain (Parameter 'x') stays", ErrorText.Of(new IOException("plain (Parameter 'x') stays")));
+    }
 }
