@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Drydock.Hypervisor;
 using Drydock.Repository;
 using Drydock.Repository.Format;
+using Drydock.Storage;
 using Drydock.Transfer;
 using Drydock.Transfer.Backup;
 using Drydock.Transfer.Chain;
@@ -178,7 +179,14 @@ internal static class BackupCommands
         {
             using var repository = await common.OpenAsync(parse, cancellationToken);
             var job = new RestoreJob(repository);
-            var points = await job.FindPointsAsync(parse.GetValue(domain)!, parse.GetValue(common.Tenant)!, cancellationToken);
+            var name = parse.GetValue(domain)!;
+            var tenant = parse.GetValue(common.Tenant)!;
+            var points = await job.FindPointsAsync(name, tenant, cancellationToken);
+            if (points.Count == 0 && !await HadPointsAsync(repository, tenant, name, cancellationToken))
+            {
+                throw new ArgumentException(await UnknownDomainMessageAsync(repository, tenant, name, cancellationToken));
+            }
+
             var manifests = new List<PointManifest>();
             foreach (var point in points)
             {
@@ -271,6 +279,43 @@ internal static class BackupCommands
         return domains.FirstOrDefault(d => string.Equals(d.Id, domain, StringComparison.OrdinalIgnoreCase))
             ?? domains.FirstOrDefault(d => string.Equals(d.Name, domain, StringComparison.Ordinal))
             ?? throw new ArgumentException($"no domain '{domain}' on {driver.HostName}");
+    }
+
+    /// <summary>Whether a domain whose every point is gone had points once (its tombstones remain after a prune).</summary>
+    private static async Task<bool> HadPointsAsync(BackupRepository repository, string tenant, string domain, CancellationToken cancellationToken)
+    {
+        await foreach (var _ in repository.Store.ListAsync(ObjectNames.DomainTombstones(tenant, DomainKeys.ToRepositoryId(domain)), cancellationToken))
+        {
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>"no domain 'X' in repository R", with the names of the tenant's domains when there are few.</summary>
+    private static async Task<string> UnknownDomainMessageAsync(BackupRepository repository, string tenant, string domain, CancellationToken cancellationToken)
+    {
+        const int MaxNamed = 10;
+        var message = $"no domain '{domain}' in repository {repository.Store.Location}" + (tenant == "default" ? "" : $" for tenant '{tenant}'");
+        var domains = (await repository.ListPointsAsync(tenant, null, cancellationToken)).GroupBy(p => p.DomainId).ToList();
+        if (domains.Count == 0)
+        {
+            return message + " (it holds no points)";
+        }
+
+        if (domains.Count > MaxNamed)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"{message} ({domains.Count} domains there; see 'drydock repo info')");
+        }
+
+        var names = new List<string>();
+        foreach (var group in domains)
+        {
+            var newest = await repository.ReadManifestAsync(group.MaxBy(p => p.Sequence)!, cancellationToken);
+            names.Add($"{newest.DomainName} ({group.Key:D})");
+        }
+
+        return $"{message}; known domains: {string.Join(", ", names.Order(StringComparer.Ordinal))}";
     }
 
     private static JsonObject BackupJson(BackupJobResult result)
