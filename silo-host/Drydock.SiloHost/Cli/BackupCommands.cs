@@ -22,7 +22,8 @@ namespace Drydock.SiloHost.Cli;
 /// </summary>
 internal static class BackupCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true };
+    // Output for people and scripts, not HTML: '+' in a time zone offset stays '+', not \u002B.
+    private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static IEnumerable<Command> Build(Func<HypervisorConnectors> connectors)
     {
@@ -377,11 +378,15 @@ internal static class BackupCommands
             var why = disk.FullReason is { } reason && reason.Code != FullReasonCode.Requested ? $" — full because {reason.Message}" : "";
             lines.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({disk.Transfer.ChunksRead} chunks, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged{(disk.Transfer.ChunksPatched > 0 ? $", {disk.Transfer.ChunksPatched} patched from the parent" : "")}), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
+                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({Plural(disk.Transfer.ChunksRead, "chunk")}, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged{(disk.Transfer.ChunksPatched > 0 ? $", {disk.Transfer.ChunksPatched} patched from the parent" : "")}), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
         }
 
         return string.Join(Environment.NewLine, lines);
     }
+
+    /// <summary>"1 chunk", "2 chunks".</summary>
+    internal static string Plural(long count, string noun) =>
+        string.Create(CultureInfo.InvariantCulture, $"{count} {noun}{(count == 1 ? "" : "s")}");
 
     private static JsonObject RestoreJson(RestoreJobResult result)
     {
@@ -418,7 +423,7 @@ internal static class BackupCommands
         {
             lines.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"  {disk.Disk} → {destination}: wrote {Sizes.Human((ulong)disk.BytesWritten)} ({disk.ChunksWritten} chunks, {disk.ChunksZeroed} zeroed, {disk.ChunksSkipped} unchanged or zero)"));
+                $"  {disk.Disk} → {destination}: wrote {Sizes.Human((ulong)disk.BytesWritten)} ({Plural(disk.ChunksWritten, "chunk")}, {disk.ChunksZeroed} zeroed, {disk.ChunksSkipped} unchanged or zero)"));
         }
 
         return string.Join(Environment.NewLine, lines);

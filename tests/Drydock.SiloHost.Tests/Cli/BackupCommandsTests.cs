@@ -197,6 +197,19 @@ public sealed class BackupCommandsTests : IAsyncLifetime
         Assert.Contains("no points", output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Json_output_keeps_plus_signs_and_text_output_says_1_chunk()
+    {
+        await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        var (code, output, error) = await RunAsync("points", "vm1", "--repo", Repo, "--passphrase-file", _passFile, "--json");
+        Assert.True(code == 0, error);
+        Assert.Contains("+00:00", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\u002B", output, StringComparison.Ordinal);
+
+        Assert.Equal("1 chunk", BackupCommands.Plural(1, "chunk"));
+        Assert.Equal("0 chunks", BackupCommands.Plural(0, "chunk"));
+    }
+
     private async Task<(int Code, string Output, string Error)> RunAsync(params string[] args)
     {
         using var output = new StringWriter();
