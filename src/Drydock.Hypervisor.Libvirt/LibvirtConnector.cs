@@ -20,6 +20,7 @@ public sealed class LibvirtConnector(LibvirtDriverOptions template, TimeProvider
             HostName = template.HostName,
             SocketDirectory = template.SocketDirectory,
             ScratchDirectory = template.ScratchDirectory,
+            QemuUser = template.QemuUser,
             ExportTransport = template.ExportTransport,
             TcpHost = template.TcpHost,
             TcpPortStart = template.TcpPortStart,

@@ -449,6 +449,8 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
                 throw new DomainBusyException(uuid, CaptureIdOf(BackupXml.Parse(jobXml)), "A backup job is running on the domain.");
             }
 
+            LibvirtWorkDirectories.Prepare(_options);
+
             // libvirt 9.0 has no writable export API, and QEMU refuses a writable NBD export of a started domain's disk
             // (the guest device does not share write permission). A paused domain's guest state cannot survive its disks
             // being rewritten anyway, so QEMU is stopped (cleanly: bitmaps are stored), the images are served by
@@ -894,6 +896,7 @@ public sealed partial class LibvirtDriver : IHypervisorDriver
             }
         }
 
+        LibvirtWorkDirectories.Prepare(_options);
         var captureId = CapturePrefix + DrydockNames.RandomSuffix();
         var sizes = disks.ToDictionary(d => d.Disk.Target, d => LibvirtConnection.GetBlockInfo(domain, d.Disk.Target).Capacity, StringComparer.Ordinal);
         var granularities = health.Values.SelectMany(h => h.Bitmaps).GroupBy(b => b.Checkpoint, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First().Granularity, StringComparer.Ordinal);

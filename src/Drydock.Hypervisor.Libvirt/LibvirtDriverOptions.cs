@@ -24,17 +24,26 @@ public sealed class LibvirtDriverOptions
 
     /// <summary>
     /// Where pull-mode NBD sockets are created, one per capture (<c>CAPTURE-ID.sock</c>). QEMU creates the socket, so the
-    /// directory must be writable by QEMU's user (<c>install -d -o libvirt-qemu -g libvirt-qemu -m 0750 DIR</c> on
-    /// Debian) and readable by Drydock. Default <c>/var/lib/drydock/nbd</c>. Keep it short: a socket path is limited
+    /// directory must be writable by QEMU's user: the driver creates it (mode 0750) when it connects and, running as root,
+    /// gives it to <see cref="QemuUser"/> (what <c>install -d -o libvirt-qemu -m 0750 DIR</c> does on Debian). Its parents
+    /// must be searchable by that user. Default <c>/var/lib/drydock/nbd</c>. Keep it short: a socket path is limited
     /// to 107 bytes.
     /// </summary>
     public string SocketDirectory { get; set; } = "/var/lib/drydock/nbd";
 
     /// <summary>
     /// Where pull-mode scratch files (the copy-before-write targets) are created, one per captured disk
-    /// (<c>CAPTURE-ID.TARGET.qcow2</c>). libvirt creates and labels them. Default <c>/var/lib/drydock/scratch</c>.
+    /// (<c>CAPTURE-ID.TARGET.qcow2</c>). libvirt creates and labels them; the driver creates the directory (mode 0755)
+    /// when it connects. Default <c>/var/lib/drydock/scratch</c>.
     /// </summary>
     public string ScratchDirectory { get; set; } = "/var/lib/drydock/scratch";
+
+    /// <summary>
+    /// The user libvirt runs QEMU as (<c>user</c> in qemu.conf), who must own <see cref="SocketDirectory"/>. Only used
+    /// when Drydock runs as root (with <c>qemu:///session</c> QEMU runs as Drydock's own user). Default null: the
+    /// first of <c>libvirt-qemu</c> (Debian, Ubuntu) and <c>qemu</c> (Fedora, RHEL, SUSE) that exists on the host.
+    /// </summary>
+    public string? QemuUser { get; set; }
 
     /// <summary>How captures are served. Default <see cref="LibvirtExportTransport.Unix"/>.</summary>
     public LibvirtExportTransport ExportTransport { get; set; } = LibvirtExportTransport.Unix;

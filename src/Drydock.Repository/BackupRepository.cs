@@ -316,8 +316,13 @@ public sealed partial class BackupRepository : IDisposable
     /// <param name="options">Dry run, protected points, holder.</param>
     /// <param name="cancellationToken">Cancels the run.</param>
     /// <returns>The report.</returns>
+    /// <exception cref="ArgumentException">The policy has no rule (see <see cref="RetentionPolicy.Validate"/>).</exception>
     public Task<PruneReport> PruneAsync(RetentionPolicy policy, PruneOptions options, CancellationToken cancellationToken = default)
-        => new Pruner(this).RunAsync(policy, options, cancellationToken);
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        policy.Validate();
+        return new Pruner(this).RunAsync(policy, options, cancellationToken);
+    }
 
     /// <summary>Deletes unreferenced chunks and indexes older than the grace window (see <see cref="GarbageCollector"/>).</summary>
     /// <param name="options">Grace window, dry run, holder.</param>

@@ -139,6 +139,19 @@ public sealed class MaintenanceTests
     }
 
     [Fact]
+    public async Task Prune_with_an_empty_policy_is_refused_and_removes_nothing()
+    {
+        // An empty policy used to mean "keep only the newest point": one forgotten option away from losing every other point.
+        await using var t = await CreateAsync();
+        await t.BackupFullAsync(DomainA, Image(2, 46));
+        await t.BackupFullAsync(DomainA, Image(2, 47));
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => t.Repository.PruneAsync(new RetentionPolicy(), new PruneOptions(), Ct));
+        Assert.Contains("at least one rule", e.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<ArgumentException>(() => t.Repository.PruneAsync(new RetentionPolicy { KeepLast = -1, KeepDaily = 3 }, new PruneOptions(), Ct));
+        Assert.Equal(2, (await t.Repository.ListPointsAsync(cancellationToken: Ct)).Count);
+    }
+
+    [Fact]
     public async Task Prune_then_gc_frees_only_what_no_kept_point_needs_and_kept_points_restore_exactly()
     {
         await using var t = await CreateAsync();
@@ -200,7 +213,7 @@ public sealed class MaintenanceTests
         await using var held = await RepositoryLease.AcquireAsync(t.Store, ObjectNames.MaintenanceLease, "other-host", TimeSpan.FromHours(1), TimeSpan.FromMinutes(5), t.Clock, Ct);
         var e = await Assert.ThrowsAsync<RepositoryLeaseException>(() => t.Repository.CollectGarbageAsync(new GcOptions(), Ct));
         Assert.Contains("other-host", e.Message, StringComparison.Ordinal);
-        await Assert.ThrowsAsync<RepositoryLeaseException>(() => t.Repository.PruneAsync(new RetentionPolicy(), new PruneOptions(), Ct));
+        await Assert.ThrowsAsync<RepositoryLeaseException>(() => t.Repository.PruneAsync(new RetentionPolicy { KeepLast = 1 }, new PruneOptions(), Ct));
 
         // Expired (beyond the skew margin): taken over with a higher epoch.
         t.Clock.Advance(TimeSpan.FromHours(2));

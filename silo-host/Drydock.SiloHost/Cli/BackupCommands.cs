@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Drydock.Hypervisor;
 using Drydock.Repository;
 using Drydock.Repository.Format;
+using Drydock.Storage;
 using Drydock.Transfer;
 using Drydock.Transfer.Backup;
 using Drydock.Transfer.Chain;
@@ -21,7 +22,8 @@ namespace Drydock.SiloHost.Cli;
 /// </summary>
 internal static class BackupCommands
 {
-    private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true };
+    // Output for people and scripts, not HTML: '+' in a time zone offset stays '+', not \u002B.
+    private static readonly JsonSerializerOptions Pretty = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static IEnumerable<Command> Build(Func<HypervisorConnectors> connectors)
     {
@@ -178,7 +180,14 @@ internal static class BackupCommands
         {
             using var repository = await common.OpenAsync(parse, cancellationToken);
             var job = new RestoreJob(repository);
-            var points = await job.FindPointsAsync(parse.GetValue(domain)!, parse.GetValue(common.Tenant)!, cancellationToken);
+            var name = parse.GetValue(domain)!;
+            var tenant = parse.GetValue(common.Tenant)!;
+            var points = await job.FindPointsAsync(name, tenant, cancellationToken);
+            if (points.Count == 0 && !await HadPointsAsync(repository, tenant, name, cancellationToken))
+            {
+                throw new ArgumentException(await UnknownDomainMessageAsync(repository, tenant, name, cancellationToken));
+            }
+
             var manifests = new List<PointManifest>();
             foreach (var point in points)
             {
@@ -273,6 +282,43 @@ internal static class BackupCommands
             ?? throw new ArgumentException($"no domain '{domain}' on {driver.HostName}");
     }
 
+    /// <summary>Whether a domain whose every point is gone had points once (its tombstones remain after a prune).</summary>
+    private static async Task<bool> HadPointsAsync(BackupRepository repository, string tenant, string domain, CancellationToken cancellationToken)
+    {
+        await foreach (var _ in repository.Store.ListAsync(ObjectNames.DomainTombstones(tenant, DomainKeys.ToRepositoryId(domain)), cancellationToken))
+        {
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>"no domain 'X' in repository R", with the names of the tenant's domains when there are few.</summary>
+    private static async Task<string> UnknownDomainMessageAsync(BackupRepository repository, string tenant, string domain, CancellationToken cancellationToken)
+    {
+        const int MaxNamed = 10;
+        var message = $"no domain '{domain}' in repository {repository.Store.Location}" + (tenant == "default" ? "" : $" for tenant '{tenant}'");
+        var domains = (await repository.ListPointsAsync(tenant, null, cancellationToken)).GroupBy(p => p.DomainId).ToList();
+        if (domains.Count == 0)
+        {
+            return message + " (it holds no points)";
+        }
+
+        if (domains.Count > MaxNamed)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"{message} ({domains.Count} domains there; see 'drydock repo info')");
+        }
+
+        var names = new List<string>();
+        foreach (var group in domains)
+        {
+            var newest = await repository.ReadManifestAsync(group.MaxBy(p => p.Sequence)!, cancellationToken);
+            names.Add($"{newest.DomainName} ({group.Key:D})");
+        }
+
+        return $"{message}; known domains: {string.Join(", ", names.Order(StringComparer.Ordinal))}";
+    }
+
     private static JsonObject BackupJson(BackupJobResult result)
     {
         var disks = new JsonArray();
@@ -332,11 +378,15 @@ internal static class BackupCommands
             var why = disk.FullReason is { } reason && reason.Code != FullReasonCode.Requested ? $" — full because {reason.Message}" : "";
             lines.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({disk.Transfer.ChunksRead} chunks, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged{(disk.Transfer.ChunksPatched > 0 ? $", {disk.Transfer.ChunksPatched} patched from the parent" : "")}), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
+                $"  {disk.Target}: {LevelName(disk.Level)}, read {Sizes.Human((ulong)disk.Transfer.BytesRead)} ({Plural(disk.Transfer.ChunksRead, "chunk")}, {disk.Transfer.ChunksZero} zero, {disk.Transfer.ChunksInherited} unchanged{(disk.Transfer.ChunksPatched > 0 ? $", {disk.Transfer.ChunksPatched} patched from the parent" : "")}), stored {Sizes.Human((ulong)disk.Stored.BytesUploaded)} new{why}"));
         }
 
         return string.Join(Environment.NewLine, lines);
     }
+
+    /// <summary>"1 chunk", "2 chunks".</summary>
+    internal static string Plural(long count, string noun) =>
+        string.Create(CultureInfo.InvariantCulture, $"{count} {noun}{(count == 1 ? "" : "s")}");
 
     private static JsonObject RestoreJson(RestoreJobResult result)
     {
@@ -373,7 +423,7 @@ internal static class BackupCommands
         {
             lines.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"  {disk.Disk} → {destination}: wrote {Sizes.Human((ulong)disk.BytesWritten)} ({disk.ChunksWritten} chunks, {disk.ChunksZeroed} zeroed, {disk.ChunksSkipped} unchanged or zero)"));
+                $"  {disk.Disk} → {destination}: wrote {Sizes.Human((ulong)disk.BytesWritten)} ({Plural(disk.ChunksWritten, "chunk")}, {disk.ChunksZeroed} zeroed, {disk.ChunksSkipped} unchanged or zero)"));
         }
 
         return string.Join(Environment.NewLine, lines);

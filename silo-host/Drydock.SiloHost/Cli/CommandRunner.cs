@@ -28,7 +28,7 @@ internal static class CommandRunner
             }
             catch (Exception e) when (IsExpected(e))
             {
-                await error.WriteLineAsync($"drydock: error: {e.Message}");
+                await error.WriteLineAsync($"drydock: error: {ErrorText.Of(e)}");
                 return e is NbdUriException or ArgumentException or TransferRequestException ? ExitCodes.Usage : ExitCodes.Failure;
             }
         });

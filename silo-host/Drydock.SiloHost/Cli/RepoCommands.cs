@@ -165,7 +165,15 @@ public static class RepoCommands
     {
         var command = new Command("verify", "Check manifests, lineage, indexes and chunks; record the result. Exit 1 if anything is damaged.");
         var (repo, json, passEnv, passFile, keyFile) = Common(command);
-        var sample = new Option<double>("--sample") { Description = "Percentage of chunks to read (100 = full).", DefaultValueFactory = _ => 100 };
+        var sample = new Option<double>("--sample") { Description = "Percentage of chunks to read, more than 0 and at most 100 (100 = full).", DefaultValueFactory = _ => 100 };
+        sample.Validators.Add(result =>
+        {
+            // 0 would check no chunk at all and still report "all intact".
+            if (result.GetValueOrDefault<double>() is not (> 0 and <= 100))
+            {
+                result.AddError("--sample must be more than 0 and at most 100 (the percentage of chunks to read)");
+            }
+        });
         command.Options.Add(sample);
         command.SetAction((parse, ct) => RunAsync(parse, async output =>
         {
@@ -205,6 +213,20 @@ public static class RepoCommands
         {
             command.Options.Add(option);
         }
+
+        var rules = new[] { last, hourly, daily, weekly, monthly, yearly };
+        command.Validators.Add(result =>
+        {
+            // No rule is not "keep everything": retention always keeps the newest point, so it would remove all others.
+            if (rules.FirstOrDefault(r => result.GetValue(r) < 0) is { } negative)
+            {
+                result.AddError($"{negative.Name} cannot be negative");
+            }
+            else if (rules.All(r => result.GetValue(r) == 0))
+            {
+                result.AddError($"prune needs at least one of {string.Join(", ", rules.Select(r => r.Name))} (--keep-last 1 keeps only the newest point of each domain)");
+            }
+        });
 
         command.SetAction((parse, ct) => RunAsync(parse, async output =>
         {
@@ -291,7 +313,7 @@ public static class RepoCommands
     internal static async Task<BackupRepository> OpenRepositoryAsync(string repo, string passphraseVariable, FileInfo? passphraseFile, FileInfo? keyFile, CancellationToken cancellationToken)
     {
         var store = await RepositoryLocation.OpenAsync(repo, create: false, cancellationToken);
-        var key = keyFile is { } file ? await File.ReadAllBytesAsync(file.FullName, cancellationToken) : null;
+        var key = keyFile is { } file ? await File.ReadAllBytesAsync(ExistingFile(file, "key file"), cancellationToken) : null;
         return await BackupRepository.OpenAsync(store, ReadPassphrase(passphraseVariable, passphraseFile), keyFile: key, cancellationToken: cancellationToken);
     }
 
@@ -299,7 +321,7 @@ public static class RepoCommands
     {
         if (file is not null)
         {
-            var text = File.ReadAllText(file.FullName).Split('\n')[0].TrimEnd('\r');
+            var text = File.ReadAllText(ExistingFile(file, "passphrase file")).Split('\n')[0].TrimEnd('\r');
             return text.Length > 0 ? text : throw new ArgumentException($"passphrase file {file.FullName} is empty");
         }
 
@@ -308,6 +330,12 @@ public static class RepoCommands
             ? throw new ArgumentException($"no passphrase: set ${variable} or pass --passphrase-file (never on the command line)")
             : value;
     }
+
+    /// <summary>The path of a file named on the command line, or a usage error saying it is missing or a directory.</summary>
+    private static string ExistingFile(FileInfo file, string what) =>
+        File.Exists(file.FullName) ? file.FullName
+        : Directory.Exists(file.FullName) ? throw new ArgumentException($"{what} {file.FullName} is a directory")
+        : throw new ArgumentException($"{what} {file.FullName} does not exist");
 
     private static PointRef ParsePoint(string text)
     {
@@ -339,7 +367,7 @@ public static class RepoCommands
         {
             // As every other command: a bad request (option value, repository URL) is a usage error, anything the
             // repository or the storage refuses is a failure.
-            await parse.InvocationConfiguration.Error.WriteLineAsync("drydock: error: " + e.Message);
+            await parse.InvocationConfiguration.Error.WriteLineAsync("drydock: error: " + ErrorText.Of(e));
             return e is ArgumentException or FormatException ? ExitCodes.Usage : ExitCodes.Failure;
         }
     }

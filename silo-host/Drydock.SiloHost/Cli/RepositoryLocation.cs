@@ -25,12 +25,7 @@ internal static class RepositoryLocation
         switch (uri.Scheme)
         {
             case "file":
-                if (!create && !Directory.Exists(uri.LocalPath))
-                {
-                    throw new ArgumentException($"{uri.LocalPath} does not exist");
-                }
-
-                return new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = uri.LocalPath });
+                return new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = FileRoot(repo, uri, create) });
             case "azure":
             {
                 var connection = Environment.GetEnvironmentVariable(ConnectionStringVariable);
@@ -64,5 +59,54 @@ internal static class RepositoryLocation
             default:
                 throw new ArgumentException($"REPO scheme '{uri.Scheme}' is not supported: use file://, azure:// or a SAS URL");
         }
+    }
+
+    /// <summary>
+    /// The directory a <c>file:</c> REPO names: <c>file:///abs/path</c>, <c>file://localhost/abs/path</c> or a plain
+    /// absolute path. Any other host is refused (<c>file://relative/path</c> would otherwise be read as the network share
+    /// <c>\\relative\path</c>), and so is a regular file where the directory (or one of its parents) should be.
+    /// </summary>
+    private static string FileRoot(string repo, Uri uri, bool create)
+    {
+        string path;
+        if (uri.Host.Length == 0)
+        {
+            path = uri.LocalPath;
+        }
+        else if (string.Equals(uri.Host, "localhost", StringComparison.OrdinalIgnoreCase))
+        {
+            path = Uri.UnescapeDataString(uri.AbsolutePath);
+        }
+        else
+        {
+            throw new ArgumentException($"REPO '{repo}' names the host '{uri.Host}': a file URL takes an absolute local path, file:///absolute/path (three slashes)");
+        }
+
+        if (File.Exists(path))
+        {
+            throw new ArgumentException(create
+                ? $"REPO {path} is a file, not a directory: repo init needs a new or empty directory"
+                : $"REPO {path} is a file, not a repository directory");
+        }
+
+        if (Directory.Exists(path))
+        {
+            return path;
+        }
+
+        if (!create)
+        {
+            throw new ArgumentException($"REPO {path} does not exist (create a repository with 'drydock repo init')");
+        }
+
+        for (var parent = Path.GetDirectoryName(path); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+        {
+            if (File.Exists(parent))
+            {
+                throw new ArgumentException($"REPO {path} cannot be created: {parent} is a file, not a directory");
+            }
+        }
+
+        return path;
     }
 }

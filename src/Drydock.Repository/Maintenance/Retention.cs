@@ -2,7 +2,11 @@ using System.Globalization;
 
 namespace Drydock.Repository.Maintenance;
 
-/// <summary>How many points to keep, per domain. Zero means "no rule of this kind".</summary>
+/// <summary>
+/// How many points to keep, per domain. Zero means "no rule of this kind"; a policy needs at least one rule (pruning
+/// with none would keep only the newest point of every domain, so <see cref="BackupRepository.PruneAsync"/> refuses it:
+/// say <c>KeepLast = 1</c> when that is what is meant).
+/// </summary>
 public sealed record RetentionPolicy
 {
     /// <summary>Keep the newest N points. Default 0.</summary>
@@ -22,6 +26,26 @@ public sealed record RetentionPolicy
 
     /// <summary>Keep the newest point of each of the last N years that have one. Default 0.</summary>
     public int KeepYearly { get; init; }
+
+    /// <summary>Whether at least one rule is set.</summary>
+    public bool HasRules => KeepLast > 0 || KeepHourly > 0 || KeepDaily > 0 || KeepWeekly > 0 || KeepMonthly > 0 || KeepYearly > 0;
+
+    /// <summary>Checks that the policy has a rule and no negative count.</summary>
+    /// <exception cref="ArgumentException">No rule is set, or a count is negative.</exception>
+    public void Validate()
+    {
+        if (KeepLast < 0 || KeepHourly < 0 || KeepDaily < 0 || KeepWeekly < 0 || KeepMonthly < 0 || KeepYearly < 0)
+        {
+            throw new ArgumentException("Retention counts cannot be negative.");
+        }
+
+        if (!HasRules)
+        {
+            throw new ArgumentException(
+                "A retention policy needs at least one rule (KeepLast, KeepHourly, KeepDaily, KeepWeekly, KeepMonthly or KeepYearly): "
+                + "without one every point but the newest would be removed. Use KeepLast = 1 if that is intended.");
+        }
+    }
 }
 
 /// <summary>A point as retention sees it.</summary>

@@ -130,6 +130,25 @@ public sealed class LibvirtCliEndToEndTests(LibvirtFixture fixture)
     private const long MiB = 1024 * 1024;
 
     [Fact]
+    public async Task Backup_with_a_fresh_work_directory_creates_the_socket_and_scratch_directories_QEMU_needs()
+    {
+        // $DRYDOCK_WORK_DIR with no nbd/ or scratch/ in it: libvirt could not create the scratch file and QEMU could not
+        // create the NBD socket (nbd-server-start: Permission denied) until the driver prepared both.
+        await using var h = await LibvirtContractHarness.StartAsync(fixture, new ContractDomainSpec(), CliRig.Ct);
+        var work = Path.Combine(fixture.DirectoryPath, "work-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3)));
+        using var rig = new CliRig(HypervisorConnectors.CreateDefault(work));
+        await rig.InitAsync();
+        await h.WriteAsync("vda", MiB, CliRig.Data((int)MiB), CliRig.Ct);
+
+        var full = await rig.JsonAsync("backup", h.DomainId, "--hypervisor", "libvirt:" + LibvirtDaemon.Uri);
+        Assert.Equal(1, full.GetProperty("point").GetInt64());
+        var owner = await ProcessRunner.RunAsync("stat", ["-c", "%U %a", Path.Combine(work, "nbd"), Path.Combine(work, "scratch")], cancellationToken: CliRig.Ct);
+        Assert.Equal("libvirt-qemu 750\nroot 755", owner.StandardOutput.Trim());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(work, "nbd")));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(work, "scratch")));
+    }
+
+    [Fact]
     public async Task Backup_then_changed_only_restore_into_the_stopped_domain_rolls_it_back()
     {
         await using var h = await LibvirtContractHarness.StartAsync(fixture, new ContractDomainSpec(), CliRig.Ct);

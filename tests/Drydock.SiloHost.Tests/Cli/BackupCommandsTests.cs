@@ -164,6 +164,52 @@ public sealed class BackupCommandsTests : IAsyncLifetime
         Assert.Contains("no-such-vm", error, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Points_of_an_unknown_domain_is_a_usage_error_naming_the_known_ones()
+    {
+        var (code, output, error) = await RunAsync("points", "nosuch", "--repo", Repo, "--passphrase-file", _passFile, "--json");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Empty(output);
+        Assert.Contains("no domain 'nosuch' in repository", error, StringComparison.Ordinal);
+
+        var backup = await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        (code, _, error) = await RunAsync("points", "nosuch", "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"known domains: vm1 ({backup.GetProperty("domainId").GetString()})", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Points_of_a_known_domain_whose_points_are_all_pruned_is_an_empty_list()
+    {
+        var backup = await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        var domainId = backup.GetProperty("domainId").GetString()!;
+
+        // What a prune leaves of a point: its tombstone, no manifest.
+        var manifest = Directory.EnumerateFiles(Path.Combine(_root, "repo", "points"), "*", SearchOption.AllDirectories).Single();
+        var tombstone = Path.Combine(_root, "repo", "tombstones", Path.GetRelativePath(Path.Combine(_root, "repo", "points"), manifest));
+        Directory.CreateDirectory(Path.GetDirectoryName(tombstone)!);
+        File.Move(manifest, tombstone);
+
+        var points = await JsonAsync("points", domainId);
+        Assert.Equal(0, points.GetArrayLength());
+        var (code, output, _) = await RunAsync("points", domainId, "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Success, code);
+        Assert.Contains("no points", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Json_output_keeps_plus_signs_and_text_output_says_1_chunk()
+    {
+        await JsonAsync("backup", "vm1", "--hypervisor", "sim:h1");
+        var (code, output, error) = await RunAsync("points", "vm1", "--repo", Repo, "--passphrase-file", _passFile, "--json");
+        Assert.True(code == 0, error);
+        Assert.Contains("+00:00", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\u002B", output, StringComparison.Ordinal);
+
+        Assert.Equal("1 chunk", BackupCommands.Plural(1, "chunk"));
+        Assert.Equal("0 chunks", BackupCommands.Plural(0, "chunk"));
+    }
+
     private async Task<(int Code, string Output, string Error)> RunAsync(params string[] args)
     {
         using var output = new StringWriter();

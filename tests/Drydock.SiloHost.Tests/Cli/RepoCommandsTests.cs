@@ -133,4 +133,116 @@ public sealed class RepoCommandsTests : IDisposable
         Assert.Contains("already holds a repository", error, StringComparison.Ordinal);
         Assert.True(await new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = Path.Combine(_root, "repo") }).ExistsAsync("drydock.repo", Ct));
     }
+
+    [Fact]
+    public async Task Prune_without_a_keep_option_is_a_usage_error_naming_the_options_and_removes_nothing()
+    {
+        // Retention always keeps the newest point, so no rule at all used to remove every other point.
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var domain = Guid.NewGuid();
+        var image = new byte[2 * 65536];
+        new Random(3).NextBytes(image);
+        await BackupAsync(domain, image);
+        await BackupAsync(domain, image);
+
+        var (code, output, error) = await RunAsync("repo", "prune", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Empty(output);
+        Assert.Contains("--keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly", error, StringComparison.Ordinal);
+        Assert.Contains("--keep-last 1 keeps only the newest", error, StringComparison.Ordinal);
+        (code, _, error) = await RunAsync("repo", "prune", Repo, "--keep-daily", "-1", "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("--keep-daily cannot be negative", error, StringComparison.Ordinal);
+        Assert.Equal(2, (await JsonAsync("repo", "info", Repo)).GetProperty("domains")[0].GetProperty("points").GetInt32());
+
+        var prune = await JsonAsync("repo", "prune", Repo, "--keep-last", "1");
+        Assert.Equal($"default/{domain:D}#1", Assert.Single(prune.GetProperty("removed").EnumerateArray().ToList()).GetString());
+    }
+
+    [Fact]
+    public async Task A_regular_file_or_a_host_in_a_file_url_is_a_usage_error_saying_what_is_wrong()
+    {
+        var file = Path.Combine(_root, "afile");
+        await File.WriteAllTextAsync(file, "not a repository", Ct);
+        var fileUrl = new Uri(file).AbsoluteUri;
+
+        var (code, _, error) = await RunAsync("repo", "info", fileUrl, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a repository directory", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "init", fileUrl, "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a directory", error, StringComparison.Ordinal);
+        Assert.DoesNotContain(".tmp", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "init", fileUrl + "/sub", "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"{file} is a file, not a directory", error, StringComparison.Ordinal);
+
+        // file://relative/path names the host "relative", which .NET reads as the share \\relative\path.
+        (code, _, error) = await RunAsync("repo", "info", "file://relative/path", "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("names the host 'relative'", error, StringComparison.Ordinal);
+        Assert.Contains("file:///absolute/path", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "info", new Uri(Path.Combine(_root, "missing")).AbsoluteUri, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("missing does not exist", error, StringComparison.Ordinal);
+
+        await JsonAsync("repo", "init", "file://localhost" + Path.Combine(_root, "local"), "--chunk-size", "65536", "--kdf-iterations", "1000");
+        Assert.True(File.Exists(Path.Combine(_root, "local", "drydock.repo")));
+    }
+
+    [Fact]
+    public async Task Missing_passphrase_and_key_files_are_usage_errors_naming_the_file()
+    {
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var missing = Path.Combine(_root, "nonexistent");
+        var (code, _, error) = await RunAsync("repo", "info", Repo, "--passphrase-file", missing);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"passphrase file {missing} does not exist", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("Could not find", error, StringComparison.Ordinal);
+
+        (code, _, error) = await RunAsync("repo", "info", Repo, "--passphrase-file", _passFile, "--key-file", missing);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains($"key file {missing} does not exist", error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("150")]
+    [InlineData("0")]
+    [InlineData("-5")]
+    public async Task Verify_sample_outside_0_to_100_is_a_usage_error(string sample)
+    {
+        // 0 used to check no chunk and report "all intact"; 150 leaked "options.SamplePercent ... Actual value was 150."
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        var (code, output, error) = await RunAsync("repo", "verify", Repo, "--sample", sample, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("--sample must be more than 0 and at most 100", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("intact", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("SamplePercent", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Argument_errors_from_the_libraries_are_printed_without_the_parameter_name()
+    {
+        var (code, _, error) = await RunAsync("repo", "init", Repo, "--chunk-size", "1000", "--passphrase-file", _passFile, "--kdf-iterations", "1000");
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.DoesNotContain("(Parameter", error, StringComparison.Ordinal);
+
+        await JsonAsync("repo", "init", Repo, "--chunk-size", "65536", "--kdf-iterations", "1000");
+        (code, _, error) = await RunAsync("backup", "vm", "--hypervisor", "qemu:relative.sock", "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("must name the monitor socket by an absolute path.", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("(Parameter", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Error_text_drops_only_what_dotnet_appends_to_argument_exceptions()
+    {
+        Assert.Equal("bad size", ErrorText.Of(new ArgumentException("bad size", "init")));
+        Assert.Equal("too big", ErrorText.Of(new ArgumentOutOfRangeException("options.SamplePercent", 150, "too big")));
+        Assert.Equal("plain (Parameter 'x') stays", ErrorText.Of(new IOException("plain (Parameter 'x') stays")));
+    }
 }
