@@ -43,4 +43,7 @@ public sealed partial class BackupJob
 
     [LoggerMessage(EventId = 13, Level = LogLevel.Error, Message = "Backup of domain {DomainId} failed: {Reason}")]
     private static partial void LogFailed(ILogger logger, Exception exception, string domainId, string reason);
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "Backup of domain {DomainId} cancelled: nothing committed, {Released}")]
+    private static partial void LogCancelled(ILogger logger, string domainId, string released);
 }
