@@ -9,10 +9,10 @@ namespace Drydock.SiloHost.Cli;
 /// says so; a second signal while that cleanup runs exits at once with <see cref="ExitCodes.Cancelled"/>.
 /// </summary>
 /// <remarks>
-/// System.CommandLine's own handling is turned off (<c>ProcessTerminationTimeout = null</c>): it registers its signal
-/// handlers only once the command's action has returned its first incomplete task, so a signal before that kills the
-/// process with the runtime's default action (no cleanup, nothing on standard error), and a signal after that ends
-/// the process 2 s later whatever the command is doing, even after it has committed.
+/// System.CommandLine's own handling is turned off (<c>ProcessTerminationTimeout = null</c>). With it, the invocation
+/// ended with 130 (143 for SIGTERM) without waiting for the command's cleanup: the process was gone with nothing on
+/// standard error, leaving the capture, the repository lease and partial files behind (seen with the qemu driver and
+/// restore); and <c>drydock demo</c>, which runs synchronously for long stretches, ran to its end after a SIGINT.
 /// </remarks>
 internal sealed class TerminationSignals : IDisposable
 {
