@@ -102,3 +102,40 @@ public sealed class TransferRequestException : TransferException
     {
     }
 }
+
+/// <summary>
+/// A job stopped because its cancellation token fired. It is an <see cref="OperationCanceledException"/> on that token;
+/// the message says what the job left behind: that nothing was committed and what was released, or which release
+/// failed (the next run of the domain's backup releases leftovers, FAULTS.md F03).
+/// </summary>
+public sealed class JobCancelledException : OperationCanceledException
+{
+    /// <summary>Creates the exception.</summary>
+    public JobCancelledException()
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What was committed, released or left behind.</param>
+    public JobCancelledException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What was committed, released or left behind.</param>
+    /// <param name="innerException">The cancellation as the job saw it.</param>
+    public JobCancelledException(string message, Exception? innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What was committed, released or left behind.</param>
+    /// <param name="innerException">The cancellation as the job saw it.</param>
+    /// <param name="token">The token that fired.</param>
+    public JobCancelledException(string message, Exception? innerException, CancellationToken token)
+        : base(message, innerException, token)
+    {
+    }
+}

@@ -223,6 +223,37 @@ public sealed class MaintenanceTests
     }
 
     [Fact]
+    public async Task A_lease_whose_holder_process_on_this_host_is_gone_is_taken_over_before_it_expires()
+    {
+        await using var t = await CreateAsync();
+        const string Name = "locks/domains/default/00000000-0000-0000-0000-000000000001";
+        string holder;
+        await using (var mine = await RepositoryLease.AcquireAsync(t.Store, Name, "drydock@here", TimeSpan.FromHours(1), TimeSpan.FromMinutes(5), t.Clock, Ct))
+        {
+            holder = mine.Document.Holder;
+        }
+
+        // The same lease as a process of this host, boot and pid namespace wrote it, but that process has exited.
+        Assert.Matches(@"^drydock@here \[host=\S+ boot=\S+ pidns=\d+ pid=\d+ start=\d+\]$", holder);
+        var dead = System.Diagnostics.Process.Start("true")!;
+        await dead.WaitForExitAsync(Ct);
+        var deadHolder = System.Text.RegularExpressions.Regex.Replace(holder, @"pid=\d+ start=\d+", $"pid={dead.Id} start=1");
+        await WriteLeaseAsync(t, Name, deadHolder);
+        await using (var taken = await RepositoryLease.AcquireAsync(t.Store, Name, "drydock@here", TimeSpan.FromHours(1), TimeSpan.FromMinutes(5), t.Clock, Ct))
+        {
+            Assert.Equal(2, taken.Document.Epoch);
+        }
+
+        // A live holder (this very process), or one without the process suffix (another version), still excludes.
+        foreach (var alive in new[] { holder, "drydock@elsewhere" })
+        {
+            await WriteLeaseAsync(t, Name, alive);
+            var e = await Assert.ThrowsAsync<RepositoryLeaseException>(() => RepositoryLease.AcquireAsync(t.Store, Name, "drydock@here", TimeSpan.FromHours(1), TimeSpan.FromMinutes(5), t.Clock, Ct));
+            Assert.Contains($"delete the object '{Name}'", e.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public void Retention_keeps_the_newest_point_of_each_period()
     {
         var start = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
@@ -237,5 +268,12 @@ public sealed class MaintenanceTests
         Assert.Equal([3L, 49, 57, 59, 60], kept);
         Assert.Contains("protected", decision[P(3)]);
         Assert.Contains(decision[P(60)], r => r.StartsWith("monthly", StringComparison.Ordinal));
+    }
+
+    private static async Task WriteLeaseAsync(TestRepo t, string name, string holder)
+    {
+        var now = t.Clock.GetUtcNow();
+        var document = new LeaseDocument { Holder = holder, Token = "t", Epoch = 1, AcquiredAt = now, ExpiresAt = now.AddHours(1) };
+        await t.Store.PutAsync(name, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(document, RepositoryJsonContext.Default.LeaseDocument), BlobCondition.Overwrite, Ct);
     }
 }

@@ -122,6 +122,12 @@ public sealed class ManagedProcess : IAsyncDisposable
         return managed;
     }
 
+    /// <summary>Sends SIGINT (as Ctrl+C would) to the process itself, not to its group.</summary>
+    public void Interrupt() => Signal(NativeMethods.SigInt);
+
+    /// <summary>Sends SIGTERM to the process itself, not to its group.</summary>
+    public void Terminate() => Signal(NativeMethods.SigTerm);
+
     /// <summary>Waits for the process to exit by itself.</summary>
     public Task WaitForExitAsync(CancellationToken cancellationToken = default) => _process.WaitForExitAsync(cancellationToken);
 
@@ -198,6 +204,14 @@ public sealed class ManagedProcess : IAsyncDisposable
         }
 
         return Marshal.GetLastPInvokeError() != NativeMethods.Esrch;
+    }
+
+    private void Signal(int signal)
+    {
+        if (NativeMethods.Kill(Id, signal) != 0)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"kill({Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}"));
+        }
     }
 
     private void SignalGroup(int signal)

@@ -100,6 +100,12 @@ internal static class BackupCommands
                 await output.WriteLineAsync(BackupText(result));
             }
 
+            if (cancellationToken.IsCancellationRequested)
+            {
+                // Too late to stop: the point is committed and complete, so the command succeeded.
+                await error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"drydock: interrupted after point {result.Point.Sequence} was committed; the backup is complete"));
+            }
+
             return ExitCodes.Success;
         });
         return command;

@@ -21,6 +21,12 @@ internal static class CommandRunner
             {
                 return await body(parse, cancellationToken);
             }
+            catch (JobCancelledException e) when (cancellationToken.IsCancellationRequested)
+            {
+                // The job cleaned up and says what it left behind.
+                await error.WriteLineAsync($"drydock: interrupted; {e.Message}");
+                return ExitCodes.Cancelled;
+            }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 await error.WriteLineAsync("drydock: interrupted");

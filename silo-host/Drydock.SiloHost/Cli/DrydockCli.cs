@@ -43,7 +43,8 @@ public static class DrydockCli
     /// <param name="args">The arguments.</param>
     /// <param name="output">Where normal output goes.</param>
     /// <param name="error">Where errors go.</param>
-    /// <param name="cancellationToken">Cancels the command.</param>
+    /// <param name="cancellationToken">Cancels the command (SIGINT/SIGTERM in the <c>drydock</c> process): it cleans up,
+    /// prints one line starting <c>drydock: interrupted</c> and returns <see cref="ExitCodes.Cancelled"/>.</param>
     /// <returns>The process exit code.</returns>
     public static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default) =>
         RunAsync(args, output, error, null, cancellationToken);
@@ -51,7 +52,9 @@ public static class DrydockCli
     /// <summary>Parses and runs a command line with the hypervisor drivers given.</summary>
     internal static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<HypervisorConnectors>? connectors, CancellationToken cancellationToken = default)
     {
-        var configuration = new InvocationConfiguration { Output = output, Error = error };
+        // Signals are the caller's (Program.cs: TerminationSignals): System.CommandLine's handling would end the process
+        // 2 s after a signal, even in the middle of releasing a capture or after a commit.
+        var configuration = new InvocationConfiguration { Output = output, Error = error, ProcessTerminationTimeout = null };
         var parse = Build(connectors).Parse(args);
         if (parse.Errors.Count > 0 && parse.Action is System.CommandLine.Invocation.ParseErrorAction)
         {

@@ -7,7 +7,8 @@ namespace Drydock.Repository.Maintenance;
 
 /// <summary>
 /// A lease object in the store: created create-only, renewed and released by compare-and-swap on its ETag, taken
-/// over (epoch + 1) only after it expired by more than the clock-skew margin. Used for the maintenance lease
+/// over (epoch + 1) after it expired by more than the clock-skew margin, or at once when its holder was a process of
+/// this host that no longer runs (<see cref="LeaseHolderProcess"/>). Used for the maintenance lease
 /// (prune and GC exclude each other) and the per-domain writer lease (one backup per domain at a time).
 /// </summary>
 public sealed class RepositoryLease : IAsyncDisposable
@@ -48,6 +49,8 @@ public sealed class RepositoryLease : IAsyncDisposable
     public static async Task<RepositoryLease> AcquireAsync(IBlobStore store, string name, string holder, TimeSpan duration, TimeSpan skewMargin, TimeProvider time, CancellationToken cancellationToken = default)
     {
         var now = time.GetUtcNow();
+        // The holder names this process too, so that a later writer on this host can tell when it is gone.
+        holder = LeaseHolderProcess.Describe(holder);
         var document = new LeaseDocument
         {
             Holder = holder,
@@ -83,9 +86,14 @@ public sealed class RepositoryLease : IAsyncDisposable
             }
         }
 
-        if (now < current.ExpiresAt + skewMargin)
+        // A holder that was a process of this host which no longer runs (killed, crashed) releases nothing: take its
+        // lease over now instead of locking the domain out until it expires.
+        if (now < current.ExpiresAt + skewMargin && !LeaseHolderProcess.IsGoneLocally(current.Holder))
         {
-            throw new RepositoryLeaseException($"Lease {name} is held by '{current.Holder}' until {current.ExpiresAt:O}", new RepositoryLocationInfo(ObjectName: name));
+            throw new RepositoryLeaseException(
+                $"Lease {name} is held by '{current.Holder}' until {current.ExpiresAt:O}. If that process no longer runs on any host, "
+                + $"wait for the expiry or delete the object '{name}' from the repository (a holder on this host that is gone is taken over at once)",
+                new RepositoryLocationInfo(ObjectName: name));
         }
 
         var takeover = new LeaseDocument

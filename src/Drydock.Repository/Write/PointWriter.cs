@@ -249,20 +249,22 @@ public sealed class PointWriter : IAsyncDisposable
                 }
             }
 
-            await _repository.Store.FlushAsync(cancellationToken);
+            // The manifest is published: the point is committed, and a cancellation from here on must neither fail the
+            // commit nor make the caller abandon the capture whose checkpoint is now the chain's base (F04).
+            Volatile.Write(ref _state, 2);
+            await _repository.Store.FlushAsync(CancellationToken.None);
             foreach (var id in _repaired.Keys)
             {
-                await _repository.Store.DeleteAsync(ObjectNames.Quarantine(id), null, cancellationToken);
+                await _repository.Store.DeleteAsync(ObjectNames.Quarantine(id), null, CancellationToken.None);
             }
 
-            Volatile.Write(ref _state, 2);
             var uploaded = disks.Sum(d => d.Stats.UploadedChunks);
             var uploadedBytes = disks.Sum(d => d.Stats.BytesUploaded);
             BackupRepository.LogCommitted(_repository.Logger, Point, disks.Count, uploaded, uploadedBytes);
-            await _lease.ReleaseAsync(cancellationToken);
+            await _lease.ReleaseAsync(CancellationToken.None);
             return manifest;
         }
-        catch
+        catch when (Volatile.Read(ref _state) != 2)
         {
             // Nothing was published; let the domain's next backup start right away.
             Volatile.Write(ref _state, 3);

@@ -46,4 +46,7 @@ public sealed partial class BackupJob
 
     [LoggerMessage(EventId = 14, Level = LogLevel.Information, Message = "Domain {DomainId}: capture {CaptureId} belongs to another repository's chain (checkpoint {Checkpoint}); left alone")]
     private static partial void LogLeftoverOfOtherChain(ILogger logger, string domainId, string captureId, string checkpoint);
+
+    [LoggerMessage(EventId = 15, Level = LogLevel.Warning, Message = "Backup of domain {DomainId} cancelled: nothing committed, {Released}")]
+    private static partial void LogCancelled(ILogger logger, string domainId, string released);
 }

@@ -92,6 +92,10 @@ public sealed class BackupJobOptions
     /// <summary>Disks backed up at once. Default 2.</summary>
     public int DiskParallelism { get; set; } = 2;
 
+    /// <summary>How long releasing an abandoned capture may take. The release runs on its own token, not on the job's
+    /// (a cancelled job must still release), bounded by this. Default 2 minutes.</summary>
+    public TimeSpan ReleaseTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
     /// <summary>Names the new checkpoint from the current time. Default (null) <see cref="DrydockNames.NewCheckpointName"/> with the
     /// repository's chain tag; tests
     /// pin it to leave a stale checkpoint under the next name (F02).</summary>
@@ -247,9 +251,22 @@ public sealed partial class BackupJob
         }
         catch (Exception ex)
         {
+            string? releaseFailure = null;
             if (capture is not null)
             {
-                await AbandonAsync(domain.Id, capture.Id);
+                releaseFailure = await AbandonAsync(domain.Id, capture.Id);
+            }
+
+            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            {
+                // The writer is disposed below (finally): its session is aborted and the domain's lease released.
+                var released = capture is null
+                    ? "no capture was held"
+                    : releaseFailure is null
+                        ? "the capture was released"
+                        : $"releasing the capture {capture.Id} failed ({releaseFailure}); the next backup of the domain releases it";
+                LogCancelled(_logger, domain.Id, released);
+                throw new JobCancelledException($"nothing was committed, {released}", ex, cancellationToken);
             }
 
             LogFailed(_logger, ex, domain.Id, ex.Message);
@@ -524,17 +541,23 @@ public sealed partial class BackupJob
         return deleted;
     }
 
-    private async Task AbandonAsync(string domainId, string captureId)
+    /// <summary>Releases the capture as abandoned on its own bounded token (the job's may have fired); returns null when
+    /// released, else why not.</summary>
+    private async Task<string?> AbandonAsync(string domainId, string captureId)
     {
+        using var timeout = new CancellationTokenSource(_options.ReleaseTimeout, _time);
         try
         {
-            await _driver.ReleaseCaptureAsync(domainId, captureId, CaptureOutcome.Abandoned, CancellationToken.None);
+            await _driver.ReleaseCaptureAsync(domainId, captureId, CaptureOutcome.Abandoned, timeout.Token);
             LogAbandoned(_logger, domainId, captureId);
+            return null;
         }
-        catch (Exception ex) when (ex is HypervisorException or IOException or TimeoutException)
+        catch (Exception ex) when (ex is HypervisorException or IOException or TimeoutException || (ex is OperationCanceledException && timeout.IsCancellationRequested))
         {
             // The original failure is what the caller needs; the next run's reconciliation releases it (F03).
-            LogAbandonFailed(_logger, ex, domainId, captureId, ex.Message);
+            var reason = ex is OperationCanceledException ? $"it took over {_options.ReleaseTimeout}" : ex.Message;
+            LogAbandonFailed(_logger, ex, domainId, captureId, reason);
+            return reason;
         }
     }
 }

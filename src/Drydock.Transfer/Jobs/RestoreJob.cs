@@ -119,10 +119,23 @@ public sealed partial class RestoreJob
         LogRestoring(_logger, point.Point.DomainId, point.Point.Sequence, directory);
         var pipeline = new RestorePipeline(_options, _time, _logger);
         var results = new List<(DiskRestoreResult, string)>(disks.Count);
-        for (var i = 0; i < disks.Count; i++)
+        try
         {
-            var reader = await point.OpenDiskAsync(disks[i], cancellationToken);
-            results.Add((await pipeline.ToFileAsync(reader, paths[i], format, progress, cancellationToken), paths[i]));
+            for (var i = 0; i < disks.Count; i++)
+            {
+                var reader = await point.OpenDiskAsync(disks[i], cancellationToken);
+                results.Add((await pipeline.ToFileAsync(reader, paths[i], format, progress, cancellationToken), paths[i]));
+            }
+        }
+        catch (OperationCanceledException e) when (cancellationToken.IsCancellationRequested)
+        {
+            // The pipeline removed the image it was writing; the ones finished before are complete and stay.
+            throw new JobCancelledException(
+                results.Count == 0
+                    ? "no image was written (the partial one was removed)"
+                    : $"the partial image was removed; complete images kept: {string.Join(", ", results.Select(r => r.Item2))}",
+                e,
+                cancellationToken);
         }
 
         return new RestoreJobResult { Point = point.Point, Disks = results, Elapsed = _time.GetElapsedTime(started) };
@@ -205,9 +218,19 @@ public sealed partial class RestoreJob
             var results = new List<(DiskRestoreResult, string)>(readers.Count);
             foreach (var (reader, target) in readers)
             {
-                var result = await pipeline.ToNbdAsync(reader, target.Endpoint, mode, progress, cancellationToken);
-                LogDiskRestored(_logger, domain.Id, target.Target, result.ChunksWritten, result.ChunksSkipped);
-                results.Add((result, target.Endpoint.ToString()));
+                try
+                {
+                    var result = await pipeline.ToNbdAsync(reader, target.Endpoint, mode, progress, cancellationToken);
+                    LogDiskRestored(_logger, domain.Id, target.Target, result.ChunksWritten, result.ChunksSkipped);
+                    results.Add((result, target.Endpoint.ToString()));
+                }
+                catch (OperationCanceledException e) when (cancellationToken.IsCancellationRequested)
+                {
+                    throw new JobCancelledException(
+                        $"disk {target.Target} of domain '{domain.Name}' is partly overwritten: rerun the restore before starting the domain (the restore export is closed)",
+                        e,
+                        cancellationToken);
+                }
             }
 
             return new RestoreJobResult { Point = point.Point, Disks = results, Elapsed = _time.GetElapsedTime(started) };

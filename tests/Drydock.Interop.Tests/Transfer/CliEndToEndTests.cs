@@ -23,8 +23,12 @@ internal sealed class CliRig : IDisposable
         _connectors = connectors;
         PassFile = _directory.File("pass");
         File.WriteAllText(PassFile, "cli end-to-end passphrase\n");
-        Repo = new Uri(_directory.CreateSubdirectory("repo")).AbsoluteUri;
+        RepoDirectory = _directory.CreateSubdirectory("repo");
+        Repo = new Uri(RepoDirectory).AbsoluteUri;
     }
+
+    /// <summary>The repository's directory (a <c>file://</c> repository).</summary>
+    public string RepoDirectory { get; }
 
     public string PassFile { get; }
 

@@ -5,6 +5,7 @@ namespace Drydock.TestKit.Interop;
 /// <summary>The few libc calls and constants the fixtures need to signal whole process groups and find a socket's server.</summary>
 internal static partial class NativeMethods
 {
+    public const int SigInt = 2;
     public const int SigKill = 9;
     public const int SigTerm = 15;
 
