@@ -10,7 +10,8 @@ namespace Drydock.Hypervisor.Qemu;
 /// <c>unix:/run/vm1/qmp.sock</c> (or just the path), optionally followed by <c>?id=NAME&amp;fleece=DIR&amp;nbd=SOCKET&amp;pidfile=FILE</c>.
 /// Its disks are discovered from the block graph: every <c>raw</c> node whose <c>file</c> child is a qcow2 or raw
 /// node, and which something uses, is a front node; the disk's target is the front node's name without a
-/// <c>front-</c> prefix. Defaults: id from the socket path, fleece directory <c>SOCKETDIR/drydock-fleece</c>, NBD socket
+/// <c>front-</c> prefix (a front node still on the snapshot filter of a capture a dead process left is seen through it).
+/// Defaults: id from the socket path, fleece directory <c>SOCKETDIR/drydock-fleece</c>, NBD socket
 /// <c>SOCKETDIR/drydock-nbd.sock</c>.
 /// </summary>
 /// <param name="template">Settings copied into every driver (timeouts, clock, logging); its domains are ignored.</param>
@@ -75,6 +76,13 @@ public sealed class QemuConnector(QemuDriverOptions? template = null) : IHypervi
             foreach (var front in nodes.Where(n => n.Driver == "raw").OrderBy(n => n.NodeName, StringComparer.Ordinal))
             {
                 var child = graph.ChildOf(front.NodeName, "file");
+                if (child is not null && CaptureNames.TryParse(child, out _, out _))
+                {
+                    // A capture a dead process left (F03) keeps the front node on its snapshot filter: the disk is the
+                    // filter's own file child, and the driver's leftover release puts the front node back on it.
+                    child = graph.ChildOf(child, "file");
+                }
+
                 var format = nodes.FirstOrDefault(n => n.NodeName == child);
                 if (format is null || format.Driver is not (DiskFormats.Qcow2 or DiskFormats.Raw) || graph.ParentsOf(front.NodeName).Count == 0
                     || CaptureNames.TryParse(front.NodeName, out _, out _))

@@ -190,7 +190,17 @@ public sealed class QemuDriverInteropTests
             Assert.Equal(16UL << 20, client.Export.Size);
         }
 
-        Assert.True(await driver.ReleaseCaptureAsync("vm-1", capture.Id, CaptureOutcome.Abandoned, Ct));
+        // A process that dies holding the capture (its monitor connection closes, nothing is released) leaves the front
+        // node on the snapshot filter: a new process still finds the disk (same target, same index) and releases the
+        // leftover (F03).
+        await driver.DisposeAsync();
+        await using (var next = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync($"unix:{monitor}?id=vm-1&nbd={daemon.NbdSocketPath}", Ct))
+        {
+            Assert.Equal("vda", Assert.Single(Assert.Single(await next.ListDomainsAsync(Ct)).Disks).Target);
+            Assert.Equal(capture.Id, Assert.Single(await next.ListCapturesAsync("vm-1", Ct)).Id);
+            Assert.True(await next.ReleaseCaptureAsync("vm-1", capture.Id, CaptureOutcome.Abandoned, Ct));
+        }
+
         var nodes = (await daemon.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, Ct)).EnumerateArray().Select(n => n.GetProperty("node-name").GetString()).Order(StringComparer.Ordinal);
         Assert.Equal(["fmt-vda", "fmt-vda-file", "front-vda", "spare"], nodes);
         await Assert.ThrowsAsync<HypervisorConnectionException>(() => new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync(directory.File("none.sock"), Ct));
