@@ -40,6 +40,18 @@ internal static partial class CaptureNames
 
     public static string GuestExport(string target) => GuestPrefix + target;
 
+    /// <summary>
+    /// The node a virtual machine's front node rests on while its format node is exported for a restore (the guest
+    /// device keeps its write permission, which it does not share, on the front node).
+    /// </summary>
+    public static string RestorePlaceholder(string id, int disk) => RestoreExport(id, disk) + "-ph";
+
+    /// <summary>
+    /// The record of an NBD server the driver started (socket path and the socket file's identity), so that it, or a
+    /// later process after a crash, stops that server once no NBD export remains, and never one it did not start.
+    /// </summary>
+    public static string NbdServerRecord(string directory) => Path.Combine(directory, "ddnbd-server.json");
+
     /// <summary>Recognises a capture artefact's name (node, export, bitmap or file name).</summary>
     public static bool TryParse(string name, out string id, out int disk)
     {

@@ -9,9 +9,9 @@ namespace Drydock.Hypervisor.Qemu;
 /// Opens a <see cref="QemuDriver"/> for one running instance from a <c>qemu:</c> URI address:
 /// <c>unix:/run/vm1/qmp.sock</c> (or just the path), optionally followed by <c>?id=NAME&amp;fleece=DIR&amp;nbd=SOCKET&amp;pidfile=FILE</c>.
 /// Its disks are discovered from the block graph: every <c>raw</c> node whose <c>file</c> child is a qcow2 or raw
-/// node, and which something uses, is a front node; the disk's target is the front node's name without a
-/// <c>front-</c> prefix (a front node still on the snapshot filter of a capture a dead process left is seen through it).
-/// Defaults: id from the socket path, fleece directory <c>SOCKETDIR/drydock-fleece</c>, NBD socket
+/// node, and which something uses or whose name starts with <c>front-</c>, is a front node; the disk's target is the front
+/// node's name without a <c>front-</c> prefix (a front node still on the snapshot filter of a capture a dead process left
+/// is seen through it). Defaults: id from the socket path, fleece directory <c>SOCKETDIR/drydock-fleece</c>, NBD socket
 /// <c>SOCKETDIR/drydock-nbd.sock</c>.
 /// </summary>
 /// <param name="template">Settings copied into every driver (timeouts, clock, logging); its domains are ignored.</param>
@@ -84,7 +84,10 @@ public sealed class QemuConnector(QemuDriverOptions? template = null) : IHypervi
                 }
 
                 var format = nodes.FirstOrDefault(n => n.NodeName == child);
-                if (format is null || format.Driver is not (DiskFormats.Qcow2 or DiskFormats.Raw) || graph.ParentsOf(front.NodeName).Count == 0
+
+                // An unused front node named front-* is still a disk: its consumer may have been stopped for a restore.
+                var used = graph.ParentsOf(front.NodeName).Count > 0 || front.NodeName.StartsWith("front-", StringComparison.Ordinal);
+                if (format is null || format.Driver is not (DiskFormats.Qcow2 or DiskFormats.Raw) || !used
                     || CaptureNames.TryParse(front.NodeName, out _, out _))
                 {
                     continue;

@@ -375,6 +375,7 @@ public sealed partial class QemuDriver
                 }
             }
 
+            await StopOwnNbdServerIfIdleAsync(domain, qmp, id);
             if (ex is OperationCanceledException or HypervisorException)
             {
                 throw;
@@ -382,21 +383,6 @@ public sealed partial class QemuDriver
 
             var qmpError = ex as QmpException;
             throw new CaptureFailedException(domain.Id, $"Capture of domain '{domain.Id}' failed while {step}.", null, qmpError?.Description ?? ex.Message, qmpError?.ErrorClass, ex);
-        }
-    }
-
-    private async Task EnsureNbdServerAsync(QemuDomain domain, QmpClient qmp, CancellationToken cancellationToken)
-    {
-        if (!ReferenceEquals(domain.NbdServerCheckedOn, qmp))
-        {
-            // QEMU 7.2 cannot say where a running NBD server listens: at least the configured socket must exist.
-            if (!await qmp.StartNbdServerAsync(domain.Options.NbdSocketPath, cancellationToken) && !File.Exists(domain.HostPath(domain.Options.NbdSocketPath)))
-            {
-                throw new HypervisorException(
-                    $"Domain '{domain.Id}' already runs an NBD server, not on {domain.Options.NbdSocketPath}: configure the socket it listens on (QemuDomainOptions.NbdSocketPath, or nbd= in a qemu: address).", domain.Id);
-            }
-
-            domain.NbdServerCheckedOn = qmp;
         }
     }
 
@@ -409,10 +395,17 @@ public sealed partial class QemuDriver
         {
             domain.Captures.TryRemove(id, out _);
             Log.CaptureReleased(_logger, domain.Id, id, outcome);
+            await StopOwnNbdServerIfIdleAsync(domain, connected, id);
             return true;
         }
 
-        return await ReleaseFoundAsync(domain, id, outcome, cancellationToken);
+        var released = await ReleaseFoundAsync(domain, id, outcome, cancellationToken);
+        if (domain.Qmp is { IsConnected: true } qmp)
+        {
+            await StopOwnNbdServerIfIdleAsync(domain, qmp, id);
+        }
+
+        return released;
     }
 
     private async Task<bool> TryReleaseKnownAsync(QemuDomain domain, QmpClient qmp, QemuCapture capture, CaptureOutcome outcome, CancellationToken cancellationToken)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json.Nodes;
 using Drydock.Hypervisor.Qemu.Interop;
 using Drydock.Hypervisor.Qemu.Qmp;
 using Drydock.Nbd;
@@ -18,18 +19,14 @@ public sealed partial class QemuDriver
             var qmp = await ConnectOrThrowAsync(domain, "open a restore export", cancellationToken);
             var id = CaptureNames.NewId();
             var added = new List<string>();
+            var placeholders = new List<(QemuDiskOptions Disk, string Node)>();
+            var moved = false;
             try
             {
-                if (await StateAsync(domain, qmp, cancellationToken) == DomainState.Running)
+                var (state, detail) = await StateWithDetailAsync(domain, qmp, cancellationToken);
+                if (state == DomainState.Running)
                 {
-                    // An instance without a run state may still be idle: what matters is that nothing writes to the disks.
-                    var graph = await qmp.QueryBlockGraphAsync(cancellationToken);
-                    var writer = disks.SelectMany(d => graph.ParentsOf(d.FrontNodeName).Where(p => p.Edge.Writes).Select(p => (d, p.Parent))).FirstOrDefault();
-                    if (writer.d is not null)
-                    {
-                        throw new DomainStateException(domainId, DomainState.Running, "open a restore export",
-                            $"{QemuBlockGraph.Describe(writer.Parent)} writes to disk '{writer.d.Target}'");
-                    }
+                    throw new DomainStateException(domainId, DomainState.Running, "open a restore export", detail);
                 }
 
                 if (domain.Captures.Keys.FirstOrDefault() is { } capture)
@@ -37,13 +34,46 @@ public sealed partial class QemuDriver
                     throw new DomainBusyException(domainId, capture);
                 }
 
-                await EnsureNbdServerAsync(domain, qmp, cancellationToken);
+                // A paused virtual machine's device keeps write permission on its front node and shares it with no one,
+                // so a writable export of that chain is refused by QEMU. The guest is paused (QEMU drained its requests):
+                // its front node rests on a placeholder meanwhile, and the format node below is exported.
                 var nodes = await qmp.QueryNamedBlockNodesAsync(cancellationToken);
+                var graph = await qmp.QueryBlockGraphAsync(cancellationToken);
+                var held = disks.Where(d => graph.ParentsOf(d.FrontNodeName).Any(p => p.Edge.Writes)).ToList();
+                var other = held.SelectMany(d => graph.ParentsOf(d.FrontNodeName).Where(p => p.Edge.Writes && !IsDevice(p.Parent)).Select(p => (d, p.Parent))).FirstOrDefault();
+                if (other.d is not null)
+                {
+                    // Only a paused guest device can be set aside safely; another writer (an export) would lose its writes.
+                    throw new DomainStateException(domainId, state, "open a restore export",
+                        $"{QemuBlockGraph.Describe(other.Parent)} writes to disk '{other.d.Target}' (front node '{other.d.FrontNodeName}'): remove it first");
+                }
+
+                foreach (var disk in held)
+                {
+                    var placeholder = CaptureNames.RestorePlaceholder(id, domain.IndexOf(disk.Target));
+                    await qmp.BlockdevAddAsync(new JsonObject
+                    {
+                        ["driver"] = "null-co",
+                        ["node-name"] = placeholder,
+                        ["size"] = Node(nodes, disk)?.VirtualSize ?? 0,
+                        ["read-zeroes"] = true,
+                    }, CancellationToken.None);
+                    placeholders.Add((disk, placeholder));
+                }
+
+                if (placeholders.Count > 0)
+                {
+                    await qmp.BlockdevReopenAsync(placeholders.Select(p => FrontOptions(p.Disk, p.Node)), CancellationToken.None);
+                    moved = true;
+                }
+
+                await EnsureNbdServerAsync(domain, qmp, cancellationToken);
                 var exported = new List<RestoreExportDisk>();
                 foreach (var disk in disks)
                 {
                     var export = CaptureNames.RestoreExport(id, domain.IndexOf(disk.Target));
-                    await qmp.AddNbdExportAsync(export, disk.FrontNodeName, export, writable: true, cancellationToken: cancellationToken);
+                    var node = held.Contains(disk) ? disk.NodeName : disk.FrontNodeName;
+                    await qmp.AddNbdExportAsync(export, node, export, writable: true, cancellationToken: CancellationToken.None);
                     added.Add(export);
                     exported.Add(new RestoreExportDisk(disk.Target, NbdUri.ForUnixSocket(domain.Options.NbdSocketPath, export), Node(nodes, disk)?.VirtualSize ?? 0));
                 }
@@ -53,18 +83,7 @@ public sealed partial class QemuDriver
             }
             catch (Exception ex)
             {
-                foreach (var export in added)
-                {
-                    try
-                    {
-                        await qmp.DeleteExportAsync(export, _options.CommandTimeout, CancellationToken.None);
-                    }
-                    catch (Exception undo) when (undo is QmpException or QmpConnectionException or TimeoutException)
-                    {
-                        Log.ReleaseStepFailed(_logger, domainId, id, $"delete export {export}", undo.Message);
-                    }
-                }
-
+                await UndoRestoreExportAsync(domain, qmp, id, added, moved ? placeholders : [], [.. placeholders.Select(p => p.Node)]);
                 if (ex is QmpException or QmpConnectionException or TimeoutException)
                 {
                     throw Translate(ex, domainId, "open a restore export");
@@ -83,26 +102,78 @@ public sealed partial class QemuDriver
     public async Task<bool> CloseRestoreExportAsync(string domainId, string exportId, CancellationToken cancellationToken = default)
     {
         var domain = Find(domainId);
-        if (await TryConnectAsync(domain, cancellationToken) is not { } qmp)
-        {
-            return false;
-        }
-
+        await domain.Lock.WaitAsync(cancellationToken);
         try
         {
-            var closed = false;
-            var prefix = CaptureNames.RestorePrefix + exportId + "-";
-            foreach (var export in (await qmp.QueryBlockExportsAsync(cancellationToken)).Where(e => e.Id.StartsWith(prefix, StringComparison.Ordinal)))
+            if (await TryConnectAsync(domain, cancellationToken) is not { } qmp)
             {
-                closed |= await qmp.DeleteExportAsync(export.Id, _options.CommandTimeout, cancellationToken);
+                return false;
             }
 
-            return closed;
+            var prefix = CaptureNames.RestorePrefix + exportId + "-";
+            try
+            {
+                var closed = false;
+                foreach (var export in (await qmp.QueryBlockExportsAsync(cancellationToken)).Where(e => e.Id.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    closed |= await qmp.DeleteExportAsync(export.Id, _options.CommandTimeout, cancellationToken);
+                }
+
+                // Front nodes resting on this export's placeholders go back onto their format nodes, all at once.
+                var graph = await qmp.QueryBlockGraphAsync(cancellationToken);
+                var back = domain.Options.Disks.Where(d => graph.ChildOf(d.FrontNodeName, "file")?.StartsWith(prefix, StringComparison.Ordinal) == true).ToList();
+                if (back.Count > 0)
+                {
+                    await qmp.BlockdevReopenAsync(back.Select(d => FrontOptions(d, d.NodeName)), cancellationToken);
+                    closed = true;
+                }
+
+                foreach (var node in (await qmp.QueryNamedBlockNodesAsync(cancellationToken)).Where(n => n.NodeName.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    await IgnoreMissingAsync(() => qmp.BlockdevDelAsync(node.NodeName, cancellationToken));
+                }
+
+                await StopOwnNbdServerIfIdleAsync(domain, qmp, exportId);
+                return closed;
+            }
+            catch (Exception ex) when (ex is QmpException or QmpConnectionException or TimeoutException)
+            {
+                throw Translate(ex, domainId, "close a restore export");
+            }
         }
-        catch (Exception ex) when (ex is QmpException or QmpConnectionException or TimeoutException)
+        finally
         {
-            throw Translate(ex, domainId, "close a restore export");
+            domain.Lock.Release();
         }
+    }
+
+    /// <summary>A guest device's block backend (named), as opposed to an export's (unnamed in QEMU 7.2's graph).</summary>
+    private static bool IsDevice(QemuGraphNode parent) => parent.Type == "block-backend" && parent.Name.Length > 0;
+
+    /// <summary>Undoes a restore export that failed half-way: its exports, the front nodes' move, the placeholders, the NBD server.</summary>
+    private async Task UndoRestoreExportAsync(QemuDomain domain, QmpClient qmp, string id, List<string> exports, List<(QemuDiskOptions Disk, string Node)> moved, List<string> placeholders)
+    {
+        var steps = new List<(string Step, Func<Task> Action)>();
+        steps.AddRange(exports.Select(e => ($"delete export {e}", (Func<Task>)(() => qmp.DeleteExportAsync(e, _options.CommandTimeout, CancellationToken.None)))));
+        if (moved.Count > 0)
+        {
+            steps.Add(("move the front nodes back", () => qmp.BlockdevReopenAsync(moved.Select(p => FrontOptions(p.Disk, p.Disk.NodeName)), CancellationToken.None)));
+        }
+
+        steps.AddRange(placeholders.Select(p => ($"delete node {p}", (Func<Task>)(() => qmp.BlockdevDelAsync(p, CancellationToken.None)))));
+        foreach (var (step, action) in steps)
+        {
+            try
+            {
+                await action();
+            }
+            catch (Exception undo) when (undo is QmpException or QmpConnectionException or TimeoutException)
+            {
+                Log.ReleaseStepFailed(_logger, domain.Id, id, step, undo.Message);
+            }
+        }
+
+        await StopOwnNbdServerIfIdleAsync(domain, qmp, id);
     }
 
     /// <inheritdoc/>

@@ -33,6 +33,9 @@ public sealed partial class QemuDriver
         [LoggerMessage(Level = LogLevel.Information, Message = "Domain {DomainId}: restore export {ExportId} opened for {Disks} disks")]
         public static partial void RestoreExportOpened(ILogger logger, string domainId, string exportId, int disks);
 
+        [LoggerMessage(Level = LogLevel.Information, Message = "Domain {DomainId}: NBD server {Action} on {Socket}")]
+        public static partial void NbdServer(ILogger logger, string domainId, string action, string socket);
+
         [LoggerMessage(Level = LogLevel.Information, Message = "Domain {DomainId}: {Action}")]
         public static partial void Lifecycle(ILogger logger, string domainId, string action);
     }

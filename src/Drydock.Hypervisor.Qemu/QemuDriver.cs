@@ -217,12 +217,14 @@ public sealed partial class QemuDriver : IHypervisorDriver
                 disks.Add(OnlineDisk(domain, disk, nodes));
             }
 
+            var (state, detail) = await StateWithDetailAsync(domain, qmp, cancellationToken);
             return new DomainInfo
             {
                 Id = domain.Id,
                 Name = domain.Name,
                 HostName = HostName,
-                State = await StateAsync(domain, qmp, cancellationToken),
+                State = state,
+                StateDetail = detail,
                 Disks = disks,
             };
         }
@@ -232,13 +234,13 @@ public sealed partial class QemuDriver : IHypervisorDriver
         }
     }
 
-    private async Task<DomainState> StateAsync(QemuDomain domain, QmpClient qmp, CancellationToken cancellationToken)
+    private async Task<(DomainState State, string? Detail)> StateWithDetailAsync(QemuDomain domain, QmpClient qmp, CancellationToken cancellationToken)
     {
         try
         {
             // A QEMU virtual machine reports its run state.
-            var status = await qmp.ExecuteAsync("query-status", cancellationToken: cancellationToken);
-            return QmpCommands.StringOf(status, "status") switch
+            var status = QmpCommands.StringOf(await qmp.ExecuteAsync("query-status", cancellationToken: cancellationToken), "status");
+            var state = status switch
             {
                 "running" => DomainState.Running,
                 "paused" or "prelaunch" or "inmigrate" or "postmigrate" or "suspended" or "save-vm" or "restore-vm" or "debug" or "finish-migrate" or "colo" => DomainState.Paused,
@@ -246,18 +248,29 @@ public sealed partial class QemuDriver : IHypervisorDriver
                 "internal-error" or "io-error" or "guest-panicked" => DomainState.Crashed,
                 _ => DomainState.Unknown,
             };
+            return (state, null);
         }
         catch (QmpException ex) when (ex.ErrorClass == "CommandNotFound")
         {
             // qemu-storage-daemon has no run state: a launched one is paused while its guest exports are absent.
             var guests = domain.Options.Disks.Where(d => d.GuestExportName is not null).ToList();
-            if (domain.Options.Launch is null || guests.Count == 0)
+            if (domain.Options.Launch is not null && guests.Count > 0)
             {
-                return DomainState.Running;
+                var exports = await qmp.QueryBlockExportsAsync(cancellationToken);
+                return guests.All(d => exports.Any(e => e.Id == CaptureNames.GuestExport(d.Target)))
+                    ? (DomainState.Running, "qemu-storage-daemon serving its guest exports: stop or pause it first")
+                    : (DomainState.Paused, "qemu-storage-daemon without its guest exports");
             }
 
-            var exports = await qmp.QueryBlockExportsAsync(cancellationToken);
-            return guests.All(d => exports.Any(e => e.Id == CaptureNames.GuestExport(d.Target))) ? DomainState.Running : DomainState.Paused;
+            // One attached to: its consumers are outside Drydock. It runs while one of them writes to a disk (front node);
+            // with none, nothing can change the disks under a restore, which is what "paused" promises.
+            var graph = await qmp.QueryBlockGraphAsync(cancellationToken);
+            var writer = domain.Options.Disks.SelectMany(d => graph.ParentsOf(d.FrontNodeName).Where(p => p.Edge.Writes).Select(p => (d, p.Parent))).FirstOrDefault();
+            return writer.d is null
+                ? (DomainState.Paused, "qemu-storage-daemon: nothing writes to its disks")
+                : (DomainState.Running,
+                    $"qemu-storage-daemon: {QemuBlockGraph.Describe(writer.Parent)} writes to disk '{writer.d.Target}' (front node '{writer.d.FrontNodeName}'); "
+                    + "stop that consumer (for an export: QMP block-export-del) so that nothing writes to the disks, then restore");
         }
     }
 

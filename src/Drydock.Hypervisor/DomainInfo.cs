@@ -34,6 +34,12 @@ public sealed record DomainInfo
     /// <summary>Its run state.</summary>
     public required DomainState State { get; init; }
 
+    /// <summary>
+    /// Why the driver reports <see cref="State"/>, where that is not the hypervisor's own word (e.g. the QEMU driver:
+    /// what writes to a qemu-storage-daemon's disks), for messages; null when there is nothing to add.
+    /// </summary>
+    public string? StateDetail { get; init; }
+
     /// <summary>Whether the hypervisor keeps its definition when it stops (false for transient domains).</summary>
     public bool Persistent { get; init; } = true;
 

@@ -74,7 +74,8 @@ public sealed record QemuBlockNode(string NodeName, string Driver, ulong Virtual
 /// <param name="Id">The export id.</param>
 /// <param name="NodeName">The exported node.</param>
 /// <param name="ShuttingDown">Whether it is being removed.</param>
-public sealed record QemuBlockExport(string Id, string NodeName, bool ShuttingDown)
+/// <param name="Type">The export type (<c>nbd</c>, <c>vhost-user-blk</c>, <c>fuse</c>).</param>
+public sealed record QemuBlockExport(string Id, string NodeName, bool ShuttingDown, string Type = "nbd")
 {
     /// <summary>Parses the reply of <c>query-block-exports</c>.</summary>
     /// <param name="reply">The <c>return</c> array.</param>
@@ -83,7 +84,8 @@ public sealed record QemuBlockExport(string Id, string NodeName, bool ShuttingDo
         [.. reply.EnumerateArray().Select(e => new QemuBlockExport(
             e.GetProperty("id").GetString() ?? string.Empty,
             e.TryGetProperty("node-name", out var n) ? n.GetString() ?? string.Empty : string.Empty,
-            e.TryGetProperty("shutting-down", out var sd) && sd.ValueKind == JsonValueKind.True))];
+            e.TryGetProperty("shutting-down", out var sd) && sd.ValueKind == JsonValueKind.True,
+            e.TryGetProperty("type", out var t) ? t.GetString() ?? string.Empty : string.Empty))];
 }
 
 /// <summary>One parent → child edge of the block graph.</summary>

@@ -131,6 +131,23 @@ public static class QmpCommands
         }
     }
 
+    /// <summary><c>nbd-server-stop</c>: stops the NBD server and closes every NBD export it serves.</summary>
+    /// <param name="qmp">The client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>False when no server was running.</returns>
+    public static async Task<bool> StopNbdServerAsync(this QmpClient qmp, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("nbd-server-stop", cancellationToken: cancellationToken);
+            return true;
+        }
+        catch (QmpException ex) when (ex.Description.Contains("not running", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+    }
+
     /// <summary><c>block-export-add</c> of an NBD export.</summary>
     /// <param name="qmp">The client.</param>
     /// <param name="id">The export id.</param>

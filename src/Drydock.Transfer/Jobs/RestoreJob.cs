@@ -156,7 +156,9 @@ public sealed partial class RestoreJob
         var domain = await driver.GetDomainAsync(domainId, cancellationToken);
         if (domain.State == DomainState.Running)
         {
-            throw new TransferRequestException($"Domain '{domain.Name}' ({domain.Id}) is running: stop or pause it first; a restore never writes under a running guest.");
+            throw new TransferRequestException(domain.StateDetail is { } detail
+                ? $"Domain '{domain.Name}' ({domain.Id}) is running: {detail}; a restore never writes under a running guest."
+                : $"Domain '{domain.Name}' ({domain.Id}) is running: stop or pause it first; a restore never writes under a running guest.");
         }
 
         var point = await OpenAsync(request, cancellationToken);

@@ -4,7 +4,13 @@ using Drydock.Hypervisor.Contract;
 using Drydock.Hypervisor.Qemu.Qmp;
 using Drydock.Nbd.Client;
 using Drydock.Nbd.Protocol;
+using Drydock.Repository;
+using Drydock.Storage.FileSystem;
 using Drydock.TestKit;
+using Drydock.Transfer;
+using Drydock.Transfer.Chain;
+using Drydock.Transfer.Jobs;
+using Drydock.Transfer.Restore;
 using QmpClient = Drydock.Hypervisor.Qemu.Qmp.QmpClient;
 using QmpException = Drydock.Hypervisor.Qemu.Qmp.QmpException;
 using Xunit;
@@ -204,5 +210,66 @@ public sealed class QemuDriverInteropTests
         var nodes = (await daemon.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, Ct)).EnumerateArray().Select(n => n.GetProperty("node-name").GetString()).Order(StringComparer.Ordinal);
         Assert.Equal(["fmt-vda", "fmt-vda-file", "front-vda", "spare"], nodes);
         await Assert.ThrowsAsync<HypervisorConnectionException>(() => new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync(directory.File("none.sock"), Ct));
+    }
+
+    [Fact]
+    public async Task Restore_into_an_attached_daemon_is_refused_while_a_consumer_writes_and_is_byte_exact_once_it_is_stopped()
+    {
+        using var directory = TestDirectory.Create("qsd-restore");
+        var image = await QemuImage.CreateQcow2Async(directory.File("vda.qcow2"), 16 << 20, Ct);
+        var monitor = directory.SocketPath("vm.sock");
+        await using var daemon = await QemuStorageDaemon.StartAsync([
+            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
+            "--blockdev", $"driver=file,node-name=fmt-vda-file,filename={image}", "--blockdev", "driver=qcow2,node-name=fmt-vda,file=fmt-vda-file",
+            "--blockdev", "driver=raw,node-name=front-vda,file=fmt-vda"], cancellationToken: Ct);
+        await daemon.StartNbdServerAsync(cancellationToken: Ct);
+        await daemon.AddNbdExportAsync("guest", "front-vda", "vda", writable: true, cancellationToken: Ct);
+        await daemon.WriteThroughExportAsync("vda", 0, 1 << 20, 0x11, Ct);
+        var address = $"unix:{monitor}?id=vm-1&nbd={daemon.NbdSocketPath}&fleece={directory.CreateSubdirectory("fleece")}";
+        using var repository = await BackupRepository.InitAsync(
+            new FileSystemBlobStore(new FileSystemBlobStoreOptions { Root = directory.CreateSubdirectory("repository"), Durable = false }),
+            "correct horse battery staple",
+            new RepositoryInitOptions { ChunkSize = 64 * 1024, KdfIterations = 1000 },
+            cancellationToken: Ct);
+        var restore = new RestoreJob(repository);
+
+        await using (var driver = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync(address, Ct))
+        {
+            await new BackupJob(driver, repository).RunAsync(new BackupJobRequest { Domain = "vm-1", Level = RequestedLevel.Full }, cancellationToken: Ct);
+            await daemon.WriteThroughExportAsync("vda", 64 * 1024, 4096, 0x22, Ct);
+
+            // The guest export writes to the disk: the daemon "runs", and the refusal says what writes and what to do.
+            var domain = await driver.GetDomainAsync("vm-1", Ct);
+            Assert.Equal(DomainState.Running, domain.State);
+            var refused = await Assert.ThrowsAsync<TransferRequestException>(() => restore.IntoDomainAsync(new RestoreJobRequest { Domain = "vm-1" }, driver, "vm-1", changedOnly: true, cancellationToken: Ct));
+            Assert.Contains("'vm-1'", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("writes to disk 'vda'", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("block-export-del", refused.Message, StringComparison.Ordinal);
+        }
+
+        // The operator stops the consumer; a new run finds the disk (its front node now unused) and restores into it.
+        await daemon.RemoveNbdExportAsync("guest", Ct);
+        await using (var driver = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync(address, Ct))
+        {
+            Assert.Equal(DomainState.Paused, (await driver.GetDomainAsync("vm-1", Ct)).State);
+            var result = await restore.IntoDomainAsync(new RestoreJobRequest { Domain = "vm-1" }, driver, "vm-1", changedOnly: true, cancellationToken: Ct);
+            var disk = Assert.Single(result.Disks).Result;
+            Assert.Equal(1, disk.ChunksWritten + disk.ChunksZeroed);
+        }
+
+        Assert.Empty((await daemon.ExecuteAsync("query-block-exports", cancellationToken: Ct)).EnumerateArray());
+        var nodes = (await daemon.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, Ct)).EnumerateArray().Select(n => n.GetProperty("node-name").GetString()).Order(StringComparer.Ordinal);
+        Assert.Equal(["fmt-vda", "fmt-vda-file", "front-vda"], nodes);
+        // The NBD server was the operator's: it still runs.
+        var again = await Assert.ThrowsAsync<Drydock.TestKit.QmpException>(() => daemon.ExecuteAsync("nbd-server-start", new JsonObject
+        {
+            ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = directory.SocketPath("other.sock") } },
+        }, Ct));
+        Assert.Contains("already running", again.Message, StringComparison.Ordinal);
+
+        var expected = await restore.ToDirectoryAsync(new RestoreJobRequest { Domain = "vm-1" }, directory.CreateSubdirectory("expected"), DiskImageFormat.Raw, cancellationToken: Ct);
+        await daemon.Process.StopAsync(cancellationToken: Ct);
+        var compare = await ProcessRunner.RunAsync("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", expected.Disks[0].Destination, image], ProcessRunOptions.Default with { ThrowOnNonZeroExit = false }, Ct);
+        Assert.True(compare.ExitCode == 0, compare.StandardOutput + compare.StandardError);
     }
 }
