@@ -37,6 +37,16 @@ public sealed class FileSystemBlobStoreTests : BlobStoreContract
     }
 
     [Fact]
+    public async Task An_error_names_the_object_under_the_store_without_a_doubled_slash()
+    {
+        // The store's location ends with '/': "file:///…/r/chunks/x", not "file:///…/r//chunks/x".
+        var missing = await Assert.ThrowsAsync<BlobNotFoundException>(() => Store.GetAsync("chunks/ab/missing", BlobRange.All, 1024, Ct));
+        Assert.EndsWith("/", Store.Location, StringComparison.Ordinal);
+        Assert.Contains(Store.Location + "chunks/ab/missing", missing.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("//chunks", missing.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_cancelled_put_leaves_nothing_behind()
     {
         using var cts = new CancellationTokenSource();
