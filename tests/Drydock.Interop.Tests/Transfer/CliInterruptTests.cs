@@ -94,10 +94,13 @@ public sealed class CliInterruptTests
         Assert.True(File.Exists(Path.Combine(target, "vda.qcow2")));
     }
 
+    // Through env --default-signal: a test run started in the background by a non-interactive shell inherits SIGINT
+    // ignored (as every background job does), and .NET leaves an ignored SIGINT ignored; an operator's foreground
+    // drydock has it at its default, which is what this restores. env execs drydock, so the pid signalled is drydock's.
     private static ManagedProcess StartCli(CliRig rig, params string[] args) =>
         ManagedProcess.Start(
-            Path.Combine(AppContext.BaseDirectory, "drydock"),
-            args,
+            "env",
+            ["--default-signal=INT,TERM", Path.Combine(AppContext.BaseDirectory, "drydock"), .. args],
             environment: new Dictionary<string, string?> { ["DRYDOCK_WORK_DIR"] = rig.Directory("work") });
 
     private static void Send(ManagedProcess process, string signal)
