@@ -31,7 +31,7 @@ public class BlobStoreException : Exception
 
     private static string Compose(string message, string location, string? blobName, string? requestId)
     {
-        var where = blobName is null ? location : $"{location.TrimEnd('/')}/{blobName}";
+        var where = blobName is null ? location : location.EndsWith('/') ? location + blobName : $"{location}/{blobName}";
         return requestId is null ? $"{message} ({where})" : $"{message} ({where}, request id {requestId})";
     }
 }
