@@ -165,16 +165,10 @@ public sealed class QemuDriverInteropTests
     public async Task A_qemu_uri_attaches_to_a_running_daemon_and_discovers_its_disks()
     {
         using var directory = TestDirectory.Create("qemu-uri");
-        var image = await QemuImage.CreateQcow2Async(directory.File("vda.qcow2"), 16 << 20, Ct);
         var monitor = directory.SocketPath("vm.sock");
-        await using var daemon = await QemuStorageDaemon.StartAsync([
-            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
-            "--blockdev", $"driver=file,node-name=fmt-vda-file,filename={image}", "--blockdev", "driver=qcow2,node-name=fmt-vda,file=fmt-vda-file",
-            "--blockdev", "driver=raw,node-name=front-vda,file=fmt-vda",
-            // An unused raw node is not a disk.
-            "--blockdev", "driver=raw,node-name=spare,file=fmt-vda-file,read-only=on"], cancellationToken: Ct);
-        await daemon.StartNbdServerAsync(cancellationToken: Ct);
-        await daemon.AddNbdExportAsync("guest", "front-vda", "vda", writable: true, cancellationToken: Ct);
+
+        // An unused raw node is not a disk.
+        await using var daemon = await StartAttachedDaemonAsync(directory, monitor, "--blockdev", "driver=raw,node-name=spare,file=fmt-vda-file,read-only=on");
 
         // The daemon runs an NBD server already: one elsewhere than configured is refused with the reason.
         await using (var elsewhere = await new Drydock.Hypervisor.Qemu.QemuConnector().ConnectAsync($"unix:{monitor}?id=vm-1&nbd={directory.SocketPath("cap.sock")}", Ct))
@@ -216,14 +210,8 @@ public sealed class QemuDriverInteropTests
     public async Task Restore_into_an_attached_daemon_is_refused_while_a_consumer_writes_and_is_byte_exact_once_it_is_stopped()
     {
         using var directory = TestDirectory.Create("qsd-restore");
-        var image = await QemuImage.CreateQcow2Async(directory.File("vda.qcow2"), 16 << 20, Ct);
         var monitor = directory.SocketPath("vm.sock");
-        await using var daemon = await QemuStorageDaemon.StartAsync([
-            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
-            "--blockdev", $"driver=file,node-name=fmt-vda-file,filename={image}", "--blockdev", "driver=qcow2,node-name=fmt-vda,file=fmt-vda-file",
-            "--blockdev", "driver=raw,node-name=front-vda,file=fmt-vda"], cancellationToken: Ct);
-        await daemon.StartNbdServerAsync(cancellationToken: Ct);
-        await daemon.AddNbdExportAsync("guest", "front-vda", "vda", writable: true, cancellationToken: Ct);
+        await using var daemon = await StartAttachedDaemonAsync(directory, monitor);
         await daemon.WriteThroughExportAsync("vda", 0, 1 << 20, 0x11, Ct);
         var address = $"unix:{monitor}?id=vm-1&nbd={daemon.NbdSocketPath}&fleece={directory.CreateSubdirectory("fleece")}";
         using var repository = await BackupRepository.InitAsync(
@@ -269,7 +257,30 @@ public sealed class QemuDriverInteropTests
 
         var expected = await restore.ToDirectoryAsync(new RestoreJobRequest { Domain = "vm-1" }, directory.CreateSubdirectory("expected"), DiskImageFormat.Raw, cancellationToken: Ct);
         await daemon.Process.StopAsync(cancellationToken: Ct);
-        var compare = await ProcessRunner.RunAsync("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", expected.Disks[0].Destination, image], ProcessRunOptions.Default with { ThrowOnNonZeroExit = false }, Ct);
+        var compare = await ProcessRunner.RunAsync("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", expected.Disks[0].Destination, directory.File("vda.qcow2")], ProcessRunOptions.Default with { ThrowOnNonZeroExit = false }, Ct);
         Assert.True(compare.ExitCode == 0, compare.StandardOutput + compare.StandardError);
+    }
+
+    /// <summary>A storage daemon in the layout a <c>qemu:</c> URI discovers (a 16 MiB qcow2 under the front node
+    /// <c>front-vda</c>), with a second monitor on <paramref name="monitor"/>, its NBD server running and a writable guest
+    /// export of the disk.</summary>
+    private static async Task<QemuStorageDaemon> StartAttachedDaemonAsync(TestDirectory directory, string monitor, params string[] extra)
+    {
+        var image = await QemuImage.CreateQcow2Async(directory.File("vda.qcow2"), 16 << 20, Ct);
+        var daemon = await QemuStorageDaemon.StartAsync([
+            "--chardev", $"socket,id=second,path={monitor},server=on,wait=off", "--monitor", "chardev=second",
+            "--blockdev", $"driver=file,node-name=fmt-vda-file,filename={image}", "--blockdev", "driver=qcow2,node-name=fmt-vda,file=fmt-vda-file",
+            "--blockdev", "driver=raw,node-name=front-vda,file=fmt-vda", .. extra], cancellationToken: Ct);
+        try
+        {
+            await daemon.StartNbdServerAsync(cancellationToken: Ct);
+            await daemon.AddNbdExportAsync("guest", "front-vda", "vda", writable: true, cancellationToken: Ct);
+            return daemon;
+        }
+        catch
+        {
+            await daemon.DisposeAsync();
+            throw;
+        }
     }
 }
