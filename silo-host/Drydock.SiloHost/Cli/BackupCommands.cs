@@ -416,6 +416,7 @@ internal static class BackupCommands
         {
             ["tenant"] = result.Point.Tenant,
             ["domainId"] = result.Point.DomainId.ToString(),
+            ["domain"] = result.DomainName,
             ["point"] = result.Point.Sequence,
             ["disks"] = disks,
             ["seconds"] = Math.Round(result.Elapsed.TotalSeconds, 3),
@@ -424,7 +425,7 @@ internal static class BackupCommands
 
     private static string RestoreText(RestoreJobResult result)
     {
-        var lines = new List<string> { string.Create(CultureInfo.InvariantCulture, $"point {result.Point.Sequence} of {result.Point.DomainId} restored in {result.Elapsed.TotalSeconds:0.0} s") };
+        var lines = new List<string> { string.Create(CultureInfo.InvariantCulture, $"point {result.Point.Sequence} of {(result.DomainName is { } name ? $"{name} ({result.Point.DomainId})" : result.Point.DomainId.ToString())} restored in {result.Elapsed.TotalSeconds:0.0} s") };
         foreach (var (disk, destination) in result.Disks)
         {
             lines.Add(string.Create(

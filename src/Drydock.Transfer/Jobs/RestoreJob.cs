@@ -30,6 +30,9 @@ public sealed record RestoreJobResult
     /// <summary>The point restored.</summary>
     public required PointRef Point { get; init; }
 
+    /// <summary>The domain's name as the point's manifest recorded it.</summary>
+    public string? DomainName { get; init; }
+
     /// <summary>Per disk: what was done, and where it went (a file path or an NBD URI).</summary>
     public required IReadOnlyList<(DiskRestoreResult Result, string Destination)> Disks { get; init; }
 
@@ -138,7 +141,7 @@ public sealed partial class RestoreJob
                 cancellationToken);
         }
 
-        return new RestoreJobResult { Point = point.Point, Disks = results, Elapsed = _time.GetElapsedTime(started) };
+        return new RestoreJobResult { Point = point.Point, DomainName = point.Manifest.DomainName, Disks = results, Elapsed = _time.GetElapsedTime(started) };
     }
 
     /// <summary>Restores into a domain's disks through the driver's restore export. The domain must not be running (F48).</summary>
@@ -235,7 +238,7 @@ public sealed partial class RestoreJob
                 }
             }
 
-            return new RestoreJobResult { Point = point.Point, Disks = results, Elapsed = _time.GetElapsedTime(started) };
+            return new RestoreJobResult { Point = point.Point, DomainName = point.Manifest.DomainName, Disks = results, Elapsed = _time.GetElapsedTime(started) };
         }
         finally
         {

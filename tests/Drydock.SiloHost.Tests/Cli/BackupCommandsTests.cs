@@ -73,11 +73,17 @@ public sealed class BackupCommandsTests : IAsyncLifetime
             var target = Path.Combine(_root, $"restore-{point}");
             var restore = await JsonAsync("restore", "vm1", "--point", point.ToString(System.Globalization.CultureInfo.InvariantCulture), "--to", target);
             Assert.Equal(point, restore.GetProperty("point").GetInt64());
+            Assert.Equal("vm1", restore.GetProperty("domain").GetString());
             foreach (var (disk, hash) in expected)
             {
                 Assert.Equal(hash, await HashFileAsync(Path.Combine(target, disk + ".raw")));
             }
         }
+
+        // The text summary names the domain by its name (and id), not by the id alone.
+        var (code, text, _) = await RunAsync("restore", "vm1", "--point", "1", "--to", Path.Combine(_root, "restore-text"), "--repo", Repo, "--passphrase-file", _passFile);
+        Assert.Equal(0, code);
+        Assert.StartsWith("point 1 of vm1 (", text, StringComparison.Ordinal);
     }
 
     [Fact]
