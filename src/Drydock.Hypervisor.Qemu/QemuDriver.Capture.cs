@@ -363,19 +363,7 @@ public sealed partial class QemuDriver
         catch (Exception ex)
         {
             Log.CaptureFailed(_logger, domain.Id, id, step, ex);
-            while (undo.TryPop(out var action))
-            {
-                try
-                {
-                    await action.Action();
-                }
-                catch (Exception undoError) when (undoError is QmpException or QmpConnectionException or TimeoutException or IOException or UnauthorizedAccessException)
-                {
-                    Log.ReleaseStepFailed(_logger, domain.Id, id, action.Step, undoError.Message);
-                }
-            }
-
-            await StopOwnNbdServerIfIdleAsync(domain, qmp, id);
+            await UndoAsync(domain, qmp, id, undo); // a stack enumerates newest first
             if (ex is OperationCanceledException or HypervisorException)
             {
                 throw;

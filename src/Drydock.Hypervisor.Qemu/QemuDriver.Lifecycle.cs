@@ -161,13 +161,20 @@ public sealed partial class QemuDriver
         }
 
         steps.AddRange(placeholders.Select(p => ($"delete node {p}", (Func<Task>)(() => qmp.BlockdevDelAsync(p, CancellationToken.None)))));
+        await UndoAsync(domain, qmp, id, steps);
+    }
+
+    /// <summary>Runs the undo steps of a half-made capture or restore export in the order given, each best effort (a
+    /// failure is logged and the next step runs), then stops the NBD server Drydock started if nothing uses it now.</summary>
+    private async Task UndoAsync(QemuDomain domain, QmpClient qmp, string id, IEnumerable<(string Step, Func<Task> Action)> steps)
+    {
         foreach (var (step, action) in steps)
         {
             try
             {
                 await action();
             }
-            catch (Exception undo) when (undo is QmpException or QmpConnectionException or TimeoutException)
+            catch (Exception undo) when (undo is QmpException or QmpConnectionException or TimeoutException or IOException or UnauthorizedAccessException)
             {
                 Log.ReleaseStepFailed(_logger, domain.Id, id, step, undo.Message);
             }
