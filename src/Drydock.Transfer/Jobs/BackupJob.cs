@@ -119,6 +119,9 @@ public sealed partial class BackupJob
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
+    // The tag of this repository's checkpoints (DrydockNames.ChainTag): what this job's chain may delete.
+    private readonly string _chainTag;
+
     /// <summary>Creates the job runner.</summary>
     /// <param name="driver">The host's hypervisor driver.</param>
     /// <param name="repository">The repository.</param>
@@ -129,6 +132,7 @@ public sealed partial class BackupJob
     {
         _driver = driver;
         _repository = repository;
+        _chainTag = DrydockNames.ChainTag(repository.RepositoryId);
         _options = options ?? new BackupJobOptions();
         _time = timeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
@@ -176,7 +180,7 @@ public sealed partial class BackupJob
 
             await ReleaseLeftoverCapturesAsync(domain.Id, cancellationToken);
             var points = await LoadPointsAsync(request.Tenant, domainKey, cancellationToken);
-            var newCheckpoint = _options.CheckpointNamer?.Invoke(_time.GetUtcNow()) ?? DrydockNames.NewCheckpointName(_time.GetUtcNow(), ChainTag);
+            var newCheckpoint = _options.CheckpointNamer?.Invoke(_time.GetUtcNow()) ?? DrydockNames.NewCheckpointName(_time.GetUtcNow(), _chainTag);
             var (plan, health, repairs) = await PlanAndRepairAsync(request, domain, targets, points, newCheckpoint, cancellationToken);
 
             capture = await _driver.BeginCaptureAsync(
@@ -317,9 +321,6 @@ public sealed partial class BackupJob
         };
     }
 
-    /// <summary>The tag of this repository's checkpoints (<see cref="DrydockNames.ChainTag"/>).</summary>
-    private string ChainTag => DrydockNames.ChainTag(_repository.RepositoryId);
-
     /// <summary>The domains a host has, for an error about one it lacks (the first twenty by name).</summary>
     internal static string KnownDomains(IReadOnlyList<DomainInfo> domains) => domains.Count == 0
         ? "The host has no domains."
@@ -332,7 +333,7 @@ public sealed partial class BackupJob
     {
         foreach (var leftover in await _driver.ListCapturesAsync(domainId, cancellationToken))
         {
-            if (leftover.NewCheckpoint is { } checkpoint && DrydockNames.ChainTagOf(checkpoint) is { } tag && tag != ChainTag)
+            if (leftover.NewCheckpoint is { } checkpoint && DrydockNames.ChainTagOf(checkpoint) is { } tag && tag != _chainTag)
             {
                 LogLeftoverOfOtherChain(_logger, domainId, leftover.Id, checkpoint);
                 continue;
@@ -384,7 +385,7 @@ public sealed partial class BackupJob
                 Points = points,
                 NewCheckpoint = newCheckpoint,
                 UnusableCheckpoints = unusable,
-                ChainTag = ChainTag,
+                ChainTag = _chainTag,
             });
 
             var failed = false;
@@ -516,7 +517,7 @@ public sealed partial class BackupJob
             var keep = ChainPlanner.CheckpointsToKeep(chain, currentDisks);
             foreach (var checkpoint in await _driver.ListCheckpointsAsync(domainId, CancellationToken.None))
             {
-                if (!ChainPlanner.BelongsToChain(checkpoint.Name, ChainTag, chain) || keep.Contains(checkpoint.Name))
+                if (!ChainPlanner.BelongsToChain(checkpoint.Name, _chainTag, chain) || keep.Contains(checkpoint.Name))
                 {
                     continue;
                 }
